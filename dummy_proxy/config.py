@@ -1,0 +1,77 @@
+"""Typed proxy settings from ``proxy_config.yaml`` and/or the command line."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    upstream: str = "http://127.0.0.1:5000"     # scheme://host:port, no path
+    max_body_bytes: int = 10 * 1024 * 1024
+    connect_timeout_seconds: float = 5.0
+    upstream_timeout_seconds: float = 60.0       # longest silence while reading from upstream
+    max_request_seconds: float = 600.0           # longest whole exchange
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen: expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def check_upstream(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"upstream: expected http(s)://host[:port], got {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"upstream: give only scheme, host and port, got {url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _number(raw: dict, key: str, default: float, kind=float):
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+    return kind(value)
+
+
+def load_config(path: Path | None, listen: str | None = None, upstream: str | None = None,
+                max_body_bytes: int | None = None) -> ProxyConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read proxy config {path}: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+    known = {"listen", "upstream", "max_body_bytes", "connect_timeout_seconds",
+             "upstream_timeout_seconds", "max_request_seconds"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    if listen is not None:
+        raw["listen"] = listen
+    if upstream is not None:
+        raw["upstream"] = upstream
+    if max_body_bytes is not None:
+        raw["max_body_bytes"] = max_body_bytes
+    host, port = parse_listen(str(raw.get("listen", "127.0.0.1:8080")))
+    return ProxyConfig(
+        listen_host=host, listen_port=port,
+        upstream=check_upstream(str(raw.get("upstream", "http://127.0.0.1:5000"))),
+        max_body_bytes=_number(raw, "max_body_bytes", 10 * 1024 * 1024, int),
+        connect_timeout_seconds=_number(raw, "connect_timeout_seconds", 5.0),
+        upstream_timeout_seconds=_number(raw, "upstream_timeout_seconds", 60.0),
+        max_request_seconds=_number(raw, "max_request_seconds", 600.0),
+    )

@@ -1,0 +1,35 @@
+"""Pure checks of a request target: which requests the proxy may forward at all."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_ENCODED_FORBIDDEN = ("%2e", "%2f", "%5c", "%00")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: int          # 0 = forward, otherwise the error status to answer with
+    reason: str = ""
+
+
+FORWARD = Verdict(0)
+
+
+def check_target(method: str, target: str) -> Verdict:
+    """Decide on the raw request target (as sent on the request line)."""
+    if method == "CONNECT":
+        return Verdict(405, "CONNECT is not supported: this proxy only reaches the server API")
+    if not target.startswith("/") or target.startswith("//"):
+        return Verdict(400, "only origin-form request targets (/api/...) are accepted")
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    lowered = path.lower()
+    if "\\" in path or any(code in lowered for code in _ENCODED_FORBIDDEN):
+        return Verdict(400, "encoded dots, slashes or backslashes are not allowed in the path")
+    segments = path.split("/")[1:]
+    if any(s in (".", "..") for s in segments):
+        return Verdict(400, "dot segments are not allowed in the path")
+    if any(s == "" for s in segments[:-1]):
+        return Verdict(400, "empty path segments are not allowed")
+    if path != "/api" and not path.startswith("/api/"):
+        return Verdict(404, "only /api/... is forwarded")
+    return FORWARD

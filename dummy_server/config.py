@@ -1,0 +1,100 @@
+"""Typed settings of the dummy server, loaded once from ``server_config.yaml`` (and env)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+NODE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
+SECRET_ENV = "V6_SERVER_TOKEN_SECRET"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    database: Path = Path("v6-server.sqlite")
+    token_secret: bytes = b""
+    token_ttl_seconds: int = 3600
+    max_body_bytes: int = 1_048_576
+    node_keys: Mapping[str, str] = field(default_factory=dict)        # api key -> node id
+    researcher_keys: Mapping[str, str] = field(default_factory=dict)  # api key -> researcher name
+
+    @property
+    def node_ids(self) -> list[str]:
+        return sorted(set(self.node_keys.values()))
+
+    def __repr__(self) -> str:  # keys and the secret must never reach a log line
+        return (f"ServerConfig(host={self.host!r}, port={self.port}, database={str(self.database)!r}, "
+                f"nodes={self.node_ids}, researchers={sorted(set(self.researcher_keys.values()))})")
+
+
+def _pos_int(raw: Mapping[str, Any], key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}: expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _keys(raw: Mapping[str, Any], section: str, name_key: str) -> dict[str, str]:
+    entries = raw.get(section) or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{section}: expected a list of {{{name_key}, api_key}}")
+    out: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        where = f"{section}[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {name_key, "api_key"}:
+            raise ConfigError(f"{where}: expected exactly the keys {name_key!r} and 'api_key'")
+        name, key = entry[name_key], entry["api_key"]
+        if not isinstance(name, str) or (section == "nodes" and not NODE_ID_RE.match(name)):
+            raise ConfigError(f"{where}.{name_key}: invalid value {name!r}")
+        if not isinstance(key, str) or len(key) < 8:
+            raise ConfigError(f"{where}.api_key: expected a string of at least 8 characters")
+        if key in out:
+            raise ConfigError(f"{where}.api_key: the same key is given twice")
+        out[key] = name
+    return out
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] = os.environ) -> ServerConfig:
+    """Read the YAML file; env ``V6_SERVER_TOKEN_SECRET`` overrides the token secret."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read server config {path}: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    known = {"host", "port", "database", "token_secret", "token_ttl_seconds", "max_body_bytes",
+             "nodes", "researchers"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    node_keys = _keys(raw, "nodes", "id")
+    researcher_keys = _keys(raw, "researchers", "name")
+    both = set(node_keys) & set(researcher_keys)
+    if both:
+        raise ConfigError("a key is used both by a node and by a researcher")
+    secret = env.get(SECRET_ENV) or raw.get("token_secret") or ""
+    if not isinstance(secret, str) or len(secret) < 16:
+        raise ConfigError(f"token_secret (or env {SECRET_ENV}) must be a string of at least 16 characters")
+    database = Path(str(raw.get("database", "v6-server.sqlite")))
+    if path is not None and not database.is_absolute():
+        database = Path(path).resolve().parent / database
+    return ServerConfig(
+        host=str(raw.get("host", "127.0.0.1")),
+        port=_pos_int(raw, "port", 5000),
+        database=database,
+        token_secret=secret.encode(),
+        token_ttl_seconds=_pos_int(raw, "token_ttl_seconds", 3600),
+        max_body_bytes=_pos_int(raw, "max_body_bytes", 1_048_576),
+        node_keys=node_keys,
+        researcher_keys=researcher_keys,
+    )

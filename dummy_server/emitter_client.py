@@ -1,0 +1,108 @@
+"""The command emitter's connection to the server: HTTP calls and a researcher socket for --wait."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import requests
+import socketio
+
+TERMINAL = frozenset({"completed", "failed", "start failed", "non-existing Docker image", "crashed",
+                      "killed by user", "not allowed", "unknown error"})
+
+
+class EmitterError(Exception):
+    """A failure talking to the server; ``exit_code`` 2 for bad input, 1 otherwise."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ServerClient:
+    def __init__(self, url: str, key: str, timeout: float = 10.0):
+        self.url = url.rstrip("/")
+        self._key = key
+        self._timeout = timeout
+        self._http = requests.Session()
+        self._http.headers["Authorization"] = f"Bearer {key}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
+        try:
+            resp = self._http.request(method, self.url + path, timeout=self._timeout, **kwargs)
+        except requests.RequestException as e:
+            raise EmitterError(f"cannot reach the server at {self.url}: {e}") from e
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"error": resp.text[:200]}
+        if resp.status_code >= 400:
+            code = 2 if resp.status_code in (400, 413) else 1
+            raise EmitterError(f"server answered {resp.status_code}: {body.get('error', body)}", code)
+        return body
+
+    def create_task(self, body: dict) -> dict:
+        return self._call("POST", "/api/task", json=body)
+
+    def get_task(self, task_id: int) -> dict:
+        return self._call("GET", f"/api/task/{task_id}")
+
+    def socket(self, on_event: Callable[[str, dict], None]) -> socketio.Client:
+        """A connected researcher socket that passes task events to ``on_event``."""
+        sio = socketio.Client(reconnection=False)
+        refusal: list[Any] = []
+        sio.on("task_status", lambda data: on_event("task_status", data))
+        sio.on("task_result", lambda data: on_event("task_result", data))
+        sio.on("command_error", lambda data: on_event("command_error", data))
+        sio.on("connect_error", lambda data: refusal.append(data))
+        try:
+            sio.connect(self.url, auth={"api_key": self._key}, transports=["websocket"],
+                        wait_timeout=self._timeout)
+        except socketio.exceptions.ConnectionError as e:
+            reason = refusal[0].get("message") if refusal and isinstance(refusal[0], dict) else e
+            raise EmitterError(f"socket connection to {self.url} refused: {reason}") from e
+        return sio
+
+
+class Waiter:
+    """Prints live status lines as events arrive and waits until every run has its result."""
+
+    def __init__(self, client: ServerClient, out=sys.stderr):
+        self.client = client
+        self.task_ids: set[int] = set()
+        self._changed = threading.Event()
+        self._out = out
+
+    def on_event(self, event: str, data: dict) -> None:
+        if not isinstance(data, dict):
+            return
+        if event == "command_error":
+            print(f"server refused run {data.get('run_id')}: {data.get('error')}", file=self._out)
+        elif data.get("task_id") in self.task_ids:
+            if event == "task_status":
+                detail = f" ({data['detail']})" if data.get("detail") else ""
+                print(f"task {data['task_id']} run {data['run_id']} on {data['node_id']}: "
+                      f"{data['status']}{detail}", file=self._out, flush=True)
+            else:
+                print(f"task {data['task_id']} run {data['run_id']} on {data['node_id']}: "
+                      f"result received ({data['status']})", file=self._out, flush=True)
+        self._changed.set()
+
+    def wait(self, timeout: float) -> tuple[list[dict], bool]:
+        """Return (task views, finished) once every run has a result or at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            tasks = [self.client.get_task(t) for t in sorted(self.task_ids)]
+            if all(run["result"] is not None for t in tasks for run in t["runs"]):
+                return tasks, True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return tasks, False
+            # Events wake us at once; the periodic re-read covers events lost on reconnects.
+            self._changed.wait(min(remaining, 2.0))

@@ -1,0 +1,103 @@
+"""HTTP API (CONTRACTS §3): researchers with their key, algorithm containers with their token."""
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from . import __version__
+from .errors import BadRequest, NotFound, ServerError
+from .service import Service
+from .sockets import SocketHandlers
+from .validation import is_id, parse_task_request
+
+log = logging.getLogger(__name__)
+SERVICE = web.AppKey("service", Service)
+SOCKETS = web.AppKey("sockets", SocketHandlers)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ServerError as e:
+        return _error(e.status, str(e))
+    except web.HTTPException as e:
+        if e.status >= 400:
+            return _error(e.status, e.reason)
+        raise
+
+
+def _principal(request: web.Request):
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    bearer = value.strip() if scheme.lower() == "bearer" else None
+    return request.app[SERVICE].authenticate(bearer)
+
+
+def _int_id(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{what} id must be an integer, got {text!r}") from None
+    if not is_id(value):
+        raise NotFound(f"{what} {text} not found")
+    return value
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def version(request: web.Request) -> web.Response:
+    _principal(request)
+    return web.json_response({"version": __version__})
+
+
+async def create_task(request: web.Request) -> web.Response:
+    who = _principal(request)
+    service = request.app[SERVICE]
+    limit = service.config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, f"request body larger than {limit} bytes")
+    raw = await request.read()  # client_max_size stops chunked bodies over the limit (413)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"request body is not valid JSON: {e}") from e
+    req = parse_task_request(body, service.config.node_ids)
+    created, messages = service.create_task(who, req)
+    await request.app[SOCKETS].send(messages)
+    return web.json_response(created, status=201)
+
+
+async def get_task(request: web.Request) -> web.Response:
+    who = _principal(request)
+    task_id = _int_id(request.match_info["id"], "task")
+    return web.json_response(request.app[SERVICE].get_task(who, task_id))
+
+
+async def get_run(request: web.Request) -> web.Response:
+    who = _principal(request)
+    run_id = _int_id(request.match_info["id"], "run")
+    node_id = request.query.get("node_id")
+    return web.json_response(request.app[SERVICE].get_run(who, run_id, node_id))
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    who = _principal(request)
+    return web.json_response({"nodes": request.app[SERVICE].nodes(who)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/version", version)
+    app.router.add_post("/api/task", create_task)
+    app.router.add_get("/api/task/{id}", get_task)
+    app.router.add_get("/api/run/{id}", get_run)
+    app.router.add_get("/api/node", list_nodes)

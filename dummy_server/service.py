@@ -1,0 +1,217 @@
+"""The server's core: tasks, runs, results and permissions, on top of the store.
+
+No I/O besides the store: every operation returns the Socket.IO messages to send, and the thin
+Socket.IO/HTTP layers send them. That keeps the rules testable and in one place.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import tokens
+from .config import ServerConfig
+from .errors import BadRequest, Forbidden, NotFound, TokenError, Unauthorized
+from .store import TERMINAL, Store
+from .validation import TaskRequest, parse_legacy_request, parse_result, parse_status_change
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    event: str
+    data: dict
+    room: str
+
+
+@dataclass(frozen=True)
+class Researcher:
+    name: str
+
+
+@dataclass(frozen=True)
+class Container:
+    claims: tokens.Claims
+
+
+Principal = Researcher | Container
+
+
+def node_room(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+def researcher_room(name: str) -> str:
+    return f"researcher:{name}"
+
+
+def task_status(runs: list[dict]) -> str:
+    statuses = [r["status"] for r in runs]
+    if statuses and all(s == "completed" for s in statuses):
+        return "completed"
+    if statuses and all(s in TERMINAL for s in statuses):
+        return "failed"
+    if all(s == "pending" for s in statuses):
+        return "pending"
+    return "active"
+
+
+class Service:
+    def __init__(self, config: ServerConfig, store: Store, clock=time.time):
+        self.config = config
+        self.store = store
+        self._clock = clock
+
+    # --- authentication -------------------------------------------------------------------
+    def authenticate(self, bearer: str | None) -> Principal:
+        if not bearer:
+            raise Unauthorized("missing bearer token")
+        name = self.config.researcher_keys.get(bearer)
+        if name is not None:
+            return Researcher(name)
+        if bearer in self.config.node_keys:
+            raise Forbidden("node keys are for the Socket.IO channel, not the HTTP API")
+        if "." not in bearer:
+            raise Unauthorized("invalid api key or token")
+        claims = tokens.verify(self.config.token_secret, bearer, self._clock())
+        run = self.store.run_of_node(claims.run_id, claims.node_id)
+        if run is None or run["task_id"] != claims.task_id:
+            raise TokenError("token does not match a known run")
+        return Container(claims)
+
+    # --- tasks ----------------------------------------------------------------------------
+    def create_task(self, who: Principal, req: TaskRequest) -> tuple[dict, list[Message]]:
+        parent_id = None
+        owner = who.name if isinstance(who, Researcher) else None
+        nodes = req.nodes or self.config.node_ids
+        if isinstance(who, Container):
+            parent = self.store.task(who.claims.task_id)
+            if parent is None:
+                raise Forbidden("the token's task no longer exists")
+            parent_id, owner = parent["id"], parent["owner"]
+            parent_nodes = [r["node_id"] for r in self.store.runs_of_task(parent_id)]
+            nodes = req.nodes or parent_nodes
+            outside = [n for n in nodes if n not in parent_nodes]
+            if outside:
+                raise Forbidden(f"a subtask may only target the parent task's nodes, "
+                                f"not {', '.join(outside)}")
+        if not nodes:
+            raise BadRequest("nodes: the server knows no nodes to run this task on")
+        task_id, runs = self.store.create_rich_task(parent_id=parent_id, name=req.name,
+                                                    image=req.image, owner=owner,
+                                                    spec=req.spec(), nodes=nodes)
+        task = self.store.task(task_id)
+        messages = []
+        for run in self.store.runs_of_task(task_id):
+            messages.append(Message("command", self._command(task, run), node_room(run["node_id"])))
+        log.info("task %s created with %d run(s) (parent %s)", task_id, len(runs), parent_id)
+        return {"id": task_id, "runs": runs}, messages
+
+    def create_legacy_task(self, researcher: str, payload: Any) -> tuple[dict, list[Message]]:
+        relay, nodes = parse_legacy_request(payload, self.config.node_ids)
+        run_id = relay["run_id"]
+        if not self.store.create_legacy_task(run_id=run_id, image=relay["image"], owner=researcher,
+                                             spec=relay, nodes=nodes):
+            raise BadRequest(f"run_id {run_id} is already used by another task")
+        log.info("legacy task %s relayed to %d node(s)", run_id, len(nodes))
+        return ({"task_id": run_id, "nodes": nodes},
+                [Message("command", relay, node_room(n)) for n in nodes])
+
+    def pending_commands(self, node_id: str) -> list[dict]:
+        commands = []
+        for run in self.store.pending_runs(node_id):
+            commands.append(self._command(self.store.task(run["task_id"]), run))
+        return commands
+
+    def _command(self, task: dict, run: dict) -> dict:
+        if task["kind"] == "legacy":
+            return task["spec"]
+        claims = tokens.Claims(task_id=task["id"], run_id=run["run_id"], node_id=run["node_id"],
+                               exp=int(self._clock()) + self.config.token_ttl_seconds)
+        spec = task["spec"]
+        command = {"run_id": run["run_id"], "task_id": task["id"], "parent_id": task["parent_id"],
+                   "image": task["image"], "input": spec.get("input"),
+                   "databases": spec.get("databases", []),
+                   "token": tokens.sign(self.config.token_secret, claims)}
+        for key in ("arguments", "resources", "deadline_seconds"):
+            if key in spec:
+                command[key] = spec[key]
+        return command
+
+    # --- reports from nodes ---------------------------------------------------------------
+    def status_change(self, node_id: str, data: Any) -> list[Message]:
+        run_id, status, detail = parse_status_change(data)
+        run = self.store.run_of_node(run_id, node_id)
+        if run is None:
+            raise NotFound(f"run {run_id} is not a run of node {node_id}")
+        if not self.store.set_status(run["pk"], status, detail):
+            log.info("run %s on %s: status %r ignored (already %r)", run_id, node_id, status,
+                     run["status"])
+            return []
+        return self._to_owner(run["task_id"], "task_status",
+                              {"task_id": run["task_id"], "run_id": run_id, "node_id": node_id,
+                               "status": status, "detail": detail})
+
+    def result(self, node_id: str, data: Any) -> tuple[dict, list[Message]]:
+        run_id, status, result_data, logs = parse_result(data)
+        run = self.store.run_of_node(run_id, node_id)
+        if run is None:
+            raise NotFound(f"run {run_id} is not a run of node {node_id}")
+        if not self.store.store_result(run["pk"], status, result_data, logs):
+            return {"ok": True, "duplicate": True}, []
+        return {"ok": True, "duplicate": False}, self._to_owner(
+            run["task_id"], "task_result",
+            {"task_id": run["task_id"], "run_id": run_id, "node_id": node_id, "status": status,
+             "data": result_data, "logs": logs})
+
+    def _to_owner(self, task_id: int, event: str, data: dict) -> list[Message]:
+        task = self.store.task(task_id)
+        if task is None or task["owner"] is None:
+            return []
+        return [Message(event, data, researcher_room(task["owner"]))]
+
+    # --- reading back ---------------------------------------------------------------------
+    def _check_read(self, who: Principal, task: dict) -> None:
+        if isinstance(who, Researcher):
+            if task["owner"] != who.name:
+                raise Forbidden(f"task {task['id']} belongs to another researcher")
+        elif task["id"] != who.claims.task_id and task["parent_id"] != who.claims.task_id:
+            raise Forbidden("a container token may read only its own task and its subtasks")
+
+    def run_view(self, run: dict) -> dict:
+        return {"id": run["run_id"], "task_id": run["task_id"], "node_id": run["node_id"],
+                "status": run["status"], "history": self.store.history(run["pk"]),
+                "result": run["result"]}
+
+    def get_task(self, who: Principal, task_id: int) -> dict:
+        task = self.store.task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        self._check_read(who, task)
+        runs = self.store.runs_of_task(task_id)
+        return {"id": task["id"], "parent_id": task["parent_id"], "name": task["name"],
+                "kind": task["kind"], "image": task["image"], "status": task_status(runs),
+                "runs": [self.run_view(r) for r in runs]}
+
+    def get_run(self, who: Principal, run_id: int, node_id: str | None) -> dict:
+        runs = self.store.runs_by_id(run_id)
+        if node_id is not None:
+            runs = [r for r in runs if r["node_id"] == node_id]
+        if not runs:
+            raise NotFound(f"run {run_id} not found")
+        if len(runs) > 1:
+            raise BadRequest(f"run id {run_id} belongs to a prototype task on several nodes; "
+                             f"add ?node_id= (one of {', '.join(r['node_id'] for r in runs)})")
+        self._check_read(who, self.store.task(runs[0]["task_id"]))
+        return self.run_view(runs[0])
+
+    def nodes(self, who: Principal) -> list[dict]:
+        if not isinstance(who, Researcher):
+            raise Forbidden("only researchers may list nodes")
+        seen = self.store.nodes()
+        return [{"id": n, "online": seen.get(n, {}).get("online", False),
+                 "last_connect": seen.get(n, {}).get("last_connect"),
+                 "last_disconnect": seen.get(n, {}).get("last_disconnect")}
+                for n in self.config.node_ids]

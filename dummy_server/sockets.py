@@ -1,0 +1,120 @@
+"""Socket.IO handlers: node and researcher connections (CONTRACTS §2), a thin shell over Service."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import socketio
+
+from .errors import ServerError
+from .service import Message, Service, node_room, researcher_room
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/"
+
+
+class SocketHandlers:
+    def __init__(self, sio: socketio.AsyncServer, service: Service):
+        self.sio = sio
+        self.service = service
+        self.peers: dict[str, tuple[str, str]] = {}  # sid -> ("node"|"researcher", id)
+        for name in ("connect", "disconnect", "node_connection_request", "algorithm_status_change",
+                     "run_result", "command_rejected", "command_request"):
+            sio.on(name, getattr(self, "on_" + name))
+
+    async def send(self, messages: list[Message]) -> None:
+        for m in messages:
+            await self.sio.emit(m.event, m.data, room=m.room)
+
+    async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        key = auth.get("api_key") if isinstance(auth, dict) else None
+        config = self.service.config
+        if isinstance(key, str) and key in config.node_keys:
+            node_id = config.node_keys[key]
+            self.peers[sid] = ("node", node_id)
+            await self.sio.enter_room(sid, node_room(node_id))
+            self.service.store.node_seen(node_id, online=True)
+            log.info("node %s connected", node_id)
+            # The client only counts as connected once this handler has returned.
+            self.sio.start_background_task(self._resend_pending, sid, node_id)
+        elif isinstance(key, str) and key in config.researcher_keys:
+            name = config.researcher_keys[key]
+            self.peers[sid] = ("researcher", name)
+            await self.sio.enter_room(sid, researcher_room(name))
+            log.info("researcher %s connected", name)
+        else:
+            log.warning("connection refused: invalid api key")
+            raise socketio.exceptions.ConnectionRefusedError("invalid api key")
+
+    async def _resend_pending(self, sid: str, node_id: str) -> None:
+        for _ in range(500):
+            if self.sio.manager.is_connected(sid, NAMESPACE):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            return
+        commands = self.service.pending_commands(node_id)
+        for command in commands:
+            await self.sio.emit("command", command, to=sid)
+        if commands:
+            log.info("sent %d pending command(s) to node %s", len(commands), node_id)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        kind, ident = self.peers.pop(sid, (None, None))
+        if kind == "node":
+            still_online = any(p == ("node", ident) for p in self.peers.values())
+            if not still_online:
+                self.service.store.node_seen(ident, online=False)
+            log.info("node %s disconnected", ident)
+
+    def _peer(self, sid: str, kind: str) -> str | None:
+        peer_kind, ident = self.peers.get(sid, (None, None))
+        return ident if peer_kind == kind else None
+
+    async def on_node_connection_request(self, sid: str, data: Any) -> None:
+        node_id = self._peer(sid, "node")
+        version = data.get("version") if isinstance(data, dict) else None
+        log.info("node %s announced itself (version %s)", node_id, version)
+
+    async def on_algorithm_status_change(self, sid: str, data: Any) -> dict:
+        node_id = self._peer(sid, "node")
+        if node_id is None:
+            return {"ok": False, "error": "only nodes report status changes"}
+        try:
+            await self.send(self.service.status_change(node_id, data))
+        except ServerError as e:
+            log.warning("status change from %s refused: %s", node_id, e)
+            return {"ok": False, "error": str(e)}
+        return {"ok": True}
+
+    async def on_run_result(self, sid: str, data: Any) -> dict:
+        node_id = self._peer(sid, "node")
+        if node_id is None:
+            return {"ok": False, "error": "only nodes report results"}
+        try:
+            ack, messages = self.service.result(node_id, data)
+        except ServerError as e:
+            log.warning("result from %s refused: %s", node_id, e)
+            return {"ok": False, "error": str(e)}
+        await self.send(messages)
+        return ack
+
+    async def on_command_rejected(self, sid: str, data: Any) -> None:
+        node_id = self._peer(sid, "node")
+        if isinstance(data, dict):
+            log.warning("node %s rejected run %s: %s", node_id, data.get("run_id"),
+                        str(data.get("error"))[:500])
+
+    async def on_command_request(self, sid: str, data: Any) -> dict:
+        researcher = self._peer(sid, "researcher")
+        run_id = data.get("run_id") if isinstance(data, dict) else None
+        if researcher is None:
+            return {"ok": False, "error": "only researchers may send command_request"}
+        try:
+            ack, messages = self.service.create_legacy_task(researcher, data)
+        except ServerError as e:
+            await self.sio.emit("command_error", {"run_id": run_id, "error": str(e)}, to=sid)
+            return {"ok": False, "error": str(e)}
+        await self.send(messages)
+        return {"ok": True, **ack}

@@ -1,0 +1,140 @@
+"""Pure validation of what researchers, containers and nodes send; errors name the bad field."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BadRequest
+from .store import STATUSES
+
+LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+MAX_ID = 2 ** 53
+MAX_IMAGE = 512
+MAX_ARGS = 256
+MAX_ARG_LEN = 4096
+MAX_DATABASES = 64
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    image: str
+    input: Any
+    arguments: list[str] | None
+    databases: list[str]
+    nodes: list[str] | None
+    name: str | None
+    resources: dict | None
+    deadline_seconds: int | None
+
+    def spec(self) -> dict:
+        spec = {"image": self.image, "input": self.input, "databases": self.databases}
+        for key in ("arguments", "resources", "deadline_seconds"):
+            if getattr(self, key) is not None:
+                spec[key] = getattr(self, key)
+        return spec
+
+
+def is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_ID
+
+
+def _str_list(body: dict, key: str, max_items: int, max_len: int) -> list[str] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > max_items:
+        raise BadRequest(f"{key}: expected a list of at most {max_items} strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or len(item) > max_len:
+            raise BadRequest(f"{key}[{i}]: expected a string of at most {max_len} characters")
+    return value
+
+
+def parse_task_request(body: Any, known_nodes: list[str]) -> TaskRequest:
+    if not isinstance(body, dict):
+        raise BadRequest("request body: expected a JSON object")
+    allowed = {"image", "input", "arguments", "databases", "nodes", "name", "resources",
+               "deadline_seconds"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown keys: {', '.join(unknown)}")
+    image = body.get("image")
+    if not isinstance(image, str) or not image.strip() or len(image) > MAX_IMAGE:
+        raise BadRequest(f"image: expected a non-empty string of at most {MAX_IMAGE} characters")
+    arguments = _str_list(body, "arguments", MAX_ARGS, MAX_ARG_LEN)
+    databases = _str_list(body, "databases", MAX_DATABASES, 63) or []
+    for i, label in enumerate(databases):
+        if not LABEL_RE.match(label):
+            raise BadRequest(f"databases[{i}]: {label!r} is not a valid database label")
+    if len(set(databases)) != len(databases):
+        raise BadRequest("databases: a label is given twice")
+    nodes = _str_list(body, "nodes", 1000, 64)
+    if nodes is not None:
+        if not nodes:
+            raise BadRequest("nodes: expected at least one node")
+        if len(set(nodes)) != len(nodes):
+            raise BadRequest("nodes: a node is given twice")
+        unknown_nodes = [n for n in nodes if n not in known_nodes]
+        if unknown_nodes:
+            raise BadRequest(f"nodes: unknown node(s) {', '.join(unknown_nodes)}")
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME):
+        raise BadRequest(f"name: expected a string of at most {MAX_NAME} characters")
+    resources = body.get("resources")
+    if resources is not None:
+        if not isinstance(resources, dict) or set(resources) - {"cpu", "memory", "gpu"}:
+            raise BadRequest("resources: expected an object with keys among cpu, memory, gpu")
+        for key in ("cpu", "memory"):
+            if key in resources and not isinstance(resources[key], str):
+                raise BadRequest(f"resources.{key}: expected a quantity string such as '500m'")
+        if "gpu" in resources and not (isinstance(resources["gpu"], int)
+                                       and not isinstance(resources["gpu"], bool)
+                                       and resources["gpu"] >= 0):
+            raise BadRequest("resources.gpu: expected a non-negative integer")
+    deadline = body.get("deadline_seconds")
+    if deadline is not None and not is_id(deadline):
+        raise BadRequest("deadline_seconds: expected a positive integer")
+    return TaskRequest(image=image, input=body.get("input"), arguments=arguments,
+                       databases=databases, nodes=nodes, name=name, resources=resources,
+                       deadline_seconds=deadline)
+
+
+def parse_legacy_request(payload: Any, known_nodes: list[str]) -> tuple[dict, list[str]]:
+    """Split a researcher's ``command_request`` into (payload to relay, target nodes)."""
+    if not isinstance(payload, dict):
+        raise BadRequest("command_request: expected an object")
+    relay = {k: v for k, v in payload.items() if k != "target_nodes"}
+    if not is_id(relay.get("run_id")):
+        raise BadRequest("run_id: expected a positive integer below 2**53")
+    if not isinstance(relay.get("image"), str) or not relay["image"].strip():
+        raise BadRequest("image: expected a non-empty string")
+    targets = payload.get("target_nodes")
+    if targets is None:
+        targets = list(known_nodes)
+    if not isinstance(targets, list) or not targets or not all(isinstance(n, str) for n in targets):
+        raise BadRequest("target_nodes: expected a non-empty list of node ids")
+    unknown = [n for n in targets if n not in known_nodes]
+    if unknown:
+        raise BadRequest(f"target_nodes: unknown node(s) {', '.join(unknown)}")
+    return relay, list(dict.fromkeys(targets))
+
+
+def parse_status_change(data: Any) -> tuple[int, str, str | None]:
+    if not isinstance(data, dict) or not is_id(data.get("run_id")):
+        raise BadRequest("algorithm_status_change: expected an object with an integer run_id")
+    status = data.get("status")
+    if status not in STATUSES:
+        raise BadRequest(f"algorithm_status_change: unknown status {status!r}")
+    detail = data.get("detail")
+    return data["run_id"], status, None if detail is None else str(detail)[:4000]
+
+
+def parse_result(data: Any) -> tuple[int, str, Any, Any]:
+    if not isinstance(data, dict) or not is_id(data.get("run_id")):
+        raise BadRequest("run_result: expected an object with an integer run_id")
+    status = data.get("status")
+    if status not in STATUSES:
+        raise BadRequest(f"run_result: unknown status {status!r}")
+    return data["run_id"], status, data.get("data"), data.get("logs")

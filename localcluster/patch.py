@@ -1,0 +1,127 @@
+"""Patch application: JSON merge patch (RFC 7386), strategic merge (treated as merge with lists
+replaced, a documented simplification) and JSON patch (RFC 6902)."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from localcluster.errors import ApiError, bad_request
+
+PATCH_TYPES = {
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def _parent(doc: Any, pointer: str) -> tuple[Any, str]:
+    if not pointer.startswith("/"):
+        raise bad_request(f"invalid JSON pointer {pointer!r}")
+    tokens = [_unescape(t) for t in pointer[1:].split("/")]
+    cur = doc
+    for t in tokens[:-1]:
+        cur = _child(cur, t, pointer)
+    return cur, tokens[-1]
+
+
+def _child(cur: Any, token: str, pointer: str) -> Any:
+    try:
+        if isinstance(cur, list):
+            return cur[int(token)]
+        return cur[token]
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise ApiError(422, "Invalid", f"doc is missing path: {pointer}") from None
+
+
+def _get(doc: Any, pointer: str) -> Any:
+    if pointer == "":
+        return doc
+    parent, last = _parent(doc, pointer)
+    return _child(parent, last, pointer)
+
+
+def _add(doc: Any, pointer: str, value: Any) -> Any:
+    if pointer == "":
+        return value
+    parent, last = _parent(doc, pointer)
+    if isinstance(parent, list):
+        idx = len(parent) if last == "-" else int(last)
+        if idx > len(parent):
+            raise ApiError(422, "Invalid", f"index out of range: {pointer}")
+        parent.insert(idx, value)
+    elif isinstance(parent, dict):
+        parent[last] = value
+    else:
+        raise ApiError(422, "Invalid", f"doc is missing path: {pointer}")
+    return doc
+
+
+def _remove(doc: Any, pointer: str) -> Any:
+    parent, last = _parent(doc, pointer)
+    try:
+        if isinstance(parent, list):
+            del parent[int(last)]
+        else:
+            del parent[last]
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise ApiError(422, "Invalid", f"doc is missing path: {pointer}") from None
+    return doc
+
+
+def json_patch(doc: Any, ops: Any) -> Any:
+    if not isinstance(ops, list):
+        raise bad_request("json patch must be a list of operations")
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise bad_request(f"invalid json patch operation: {op!r}")
+        kind, path = op["op"], op["path"]
+        if kind == "add":
+            doc = _add(doc, path, copy.deepcopy(op.get("value")))
+        elif kind == "remove":
+            doc = _remove(doc, path)
+        elif kind == "replace":
+            _get(doc, path)
+            doc = _add(_remove(doc, path), path, copy.deepcopy(op.get("value"))) if path \
+                else copy.deepcopy(op.get("value"))
+        elif kind in ("move", "copy"):
+            value = copy.deepcopy(_get(doc, op["from"]))
+            if kind == "move":
+                doc = _remove(doc, op["from"])
+            doc = _add(doc, path, value)
+        elif kind == "test":
+            if _get(doc, path) != op.get("value"):
+                raise ApiError(422, "Invalid", f"testing value {path} failed")
+        else:
+            raise bad_request(f"unknown json patch operation {kind!r}")
+    return doc
+
+
+def apply_patch(obj: dict, patch: Any, patch_type: str) -> dict:
+    """Return a patched copy of obj. patch_type: "merge" | "strategic" | "json"."""
+    if patch_type in ("merge", "strategic"):
+        if not isinstance(patch, dict):
+            raise bad_request("merge patch body must be a JSON object")
+        return merge_patch(copy.deepcopy(obj), patch)
+    if patch_type == "json":
+        out = json_patch(obj, patch)
+        if not isinstance(out, dict):
+            raise bad_request("json patch result is not an object")
+        return out
+    raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {patch_type!r}")

@@ -1,0 +1,87 @@
+"""The table of served resource types.
+
+Adding a type is one line in ``ALL`` (plus, optionally, defaulting/validation rules elsewhere).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Field selectors every type supports (as the real API server does).
+_META_FIELDS = ("metadata.name", "metadata.namespace")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One served resource type (contract: CONTRACTS.md §7)."""
+
+    group: str  # "" for core
+    version: str  # "v1"
+    plural: str  # "pods"
+    kind: str  # "Pod"
+    namespaced: bool
+    # Extensions (all defaulted so the contract's 5-argument form keeps working).
+    subresources: tuple[str, ...] = ()  # e.g. ("status", "log")
+    field_labels: tuple[str, ...] = ()  # extra field-selector labels besides metadata.name/namespace
+    short_names: tuple[str, ...] = ()
+    singular: str = ""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
+
+    @property
+    def selectable_fields(self) -> tuple[str, ...]:
+        return _META_FIELDS + self.field_labels
+
+    def __str__(self) -> str:  # for logs and error messages: "jobs.batch"
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False, ("status",),
+                      ("status.phase",), ("ns",))
+PODS = Resource("", "v1", "pods", "Pod", True, ("status", "log"),
+                ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                 "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
+                 "status.podIP", "status.nominatedNodeName"), ("po",))
+SERVICES = Resource("", "v1", "services", "Service", True, ("status",), (), ("svc",))
+SECRETS = Resource("", "v1", "secrets", "Secret", True, (), ("type",))
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap", True, (), (), ("cm",))
+EVENTS = Resource("", "v1", "events", "Event", True, (),
+                  ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                   "involvedObject.uid", "involvedObject.apiVersion",
+                   "involvedObject.resourceVersion", "involvedObject.fieldPath",
+                   "reason", "reportingComponent", "source", "type"), ("ev",))
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, (), (), ("sa",))
+JOBS = Resource("batch", "v1", "jobs", "Job", True, ("status",), ("status.successful",))
+NETWORKPOLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True,
+                           (), (), ("netpol",))
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, ("status",), (),
+                       ("deploy",))
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True)
+ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True)
+
+ALL: tuple[Resource, ...] = (NAMESPACES, PODS, SERVICES, SECRETS, CONFIGMAPS, EVENTS,
+                             SERVICEACCOUNTS, JOBS, NETWORKPOLICIES, DEPLOYMENTS, ROLES,
+                             ROLEBINDINGS)
+
+_BY_KEY = {(r.group, r.version, r.plural): r for r in ALL}
+
+
+def lookup(group: str, version: str, plural: str) -> Resource | None:
+    return _BY_KEY.get((group, version, plural))
+
+
+def group_versions() -> dict[str, list[Resource]]:
+    """Served resources grouped by apiVersion ("v1", "batch/v1", ...), in table order."""
+    out: dict[str, list[Resource]] = {}
+    for r in ALL:
+        out.setdefault(r.api_version, []).append(r)
+    return out

@@ -1,0 +1,298 @@
+"""Container shim: sets up one container's view of the machine, then execs its command.
+
+Run by the process runtime as
+``unshare --mount --propagation private <python> -I shim.py SPEC.json`` (as root), so every mount
+below happens in the container's own private mount namespace and never shows on the host.
+Standard library only: it runs with ``-I`` (isolated), without the project on ``sys.path``.
+
+SPEC.json: ``{"argv", "env", "cwd", "mounts": [{"source", "target", "readonly"}],
+"root_readonly", "uid", "gid", "groups", "no_new_privs", "capabilities" (names kept in the
+bounding set; null = Docker's default set for uid 0, none otherwise), "cgroups" (cgroup
+directories to join), "reachable" (paths the uid must be able to reach, e.g. the interpreter),
+"namespace" (false: no mount setup, identity unchanged — the non-root fallback), "error_file"}``.
+
+On a setup failure the shim writes the reason to ``error_file`` and exits 128, so the runtime can
+report it (as a container runtime reports StartError / CreateContainerError).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import stat
+import sys
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+SETUP_FAILED = 128
+
+# Docker's default capability set for root containers (moby oci/caps/defaults.go).
+DEFAULT_ROOT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
+                     "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL",
+                     "AUDIT_WRITE")
+CAP_NUMBERS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
+    "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
+    "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15,
+    "SYS_MODULE": 16, "SYS_RAWIO": 17, "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20,
+    "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23, "SYS_RESOURCE": 24, "SYS_TIME": 25,
+    "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29, "AUDIT_CONTROL": 30,
+    "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}
+
+
+class SetupError(Exception):
+    """The container cannot be set up; the message goes to the runtime."""
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"mount {source or ''} on {target}: {os.strerror(err)}")
+
+
+def _prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"prctl({option}, {arg}): {os.strerror(err)}")
+
+
+# --- making paths reachable for a non-root uid -------------------------------------------------
+
+def can_traverse(st: os.stat_result, uid: int, gids: set[int]) -> bool:
+    """Whether uid (with gids) may search a directory with this stat (ACLs ignored)."""
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def blocked_ancestors(paths: list[str], uid: int, gids: set[int],
+                      stat_fn=os.stat) -> dict[str, set[str]]:
+    """For each path, its topmost ancestor uid cannot search → the child names needed inside."""
+    out: dict[str, set[str]] = {}
+    for path in paths:
+        parts = [p for p in os.path.normpath(path).split("/") if p]
+        cur = "/"
+        for comp in parts:
+            try:
+                st = stat_fn(cur)
+            except OSError:
+                break
+            if not can_traverse(st, uid, gids):
+                out.setdefault(cur, set()).add(comp)
+                break
+            cur = os.path.join(cur, comp)
+    return out
+
+
+def make_reachable(paths: list[str], uid: int, gids: set[int]) -> None:
+    """Cover each unsearchable ancestor with a 0755 tmpfs holding only the needed children.
+
+    E.g. /root (0700) on the way to /root/.pyenv: /root/.pyenv is opened, a tmpfs is mounted on
+    /root, and the opened directory is bind-mounted back at /root/.pyenv. Only inside this mount
+    namespace; the rest of /root stays hidden from the container.
+    """
+    paths = [p for p in paths if p and os.path.exists(p)]
+    for _ in range(32):  # each round covers one more level; real trees need very few
+        blocked = blocked_ancestors(paths, uid, gids)
+        if not blocked:
+            return
+        for parent, children in sorted(blocked.items()):
+            fds = {}
+            try:
+                for child in children:
+                    fds[child] = os.open(os.path.join(parent, child), os.O_PATH)
+                _mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+                for child, fd in fds.items():
+                    target = os.path.join(parent, child)
+                    if stat.S_ISDIR(os.fstat(fd).st_mode):
+                        os.mkdir(target, 0o755)
+                    else:
+                        open(target, "w").close()
+                    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+    raise SetupError(f"cannot make {paths} reachable for uid {uid}")
+
+
+# --- mount points ------------------------------------------------------------------------------
+
+class MountPoints:
+    """Creates mount targets without leaving more than empty top-level directories on the host."""
+
+    def __init__(self) -> None:
+        self.ours: list[str] = []  # tmpfs mounts made here; creating inside them is private
+
+    def _is_ours(self, path: str) -> bool:
+        return any(path == t or path.startswith(t.rstrip("/") + "/") for t in self.ours)
+
+    def _cover(self, path: str) -> None:
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        self.ours.append(path)
+
+    def ensure_dir(self, path: str) -> None:
+        parts = [p for p in os.path.normpath(path).split("/") if p]
+        cur = "/"
+        for comp in parts:
+            nxt = os.path.join(cur, comp)
+            if not os.path.lexists(nxt):
+                if not self._is_ours(cur):
+                    if os.path.isdir(cur) and not os.listdir(cur):
+                        # an empty host directory (e.g. /app left by an earlier container):
+                        # cover it so the children we create stay private
+                        self._cover(cur)
+                    else:
+                        # a missing top-level directory like /app: created empty on the host
+                        # (the only trace left there), then covered with a private tmpfs so
+                        # nothing created below it reaches the host
+                        os.makedirs(nxt, 0o755, exist_ok=True)
+                        self._cover(nxt)
+                        cur = nxt
+                        continue
+                os.mkdir(nxt, 0o755)
+            cur = nxt
+
+    def ensure_file(self, path: str) -> None:
+        if os.path.lexists(path):
+            return
+        parent = os.path.dirname(path)
+        self.ensure_dir(parent)
+        if not self._is_ours(parent) and os.path.isdir(parent) and not os.listdir(parent):
+            self._cover(parent)
+        # when the parent is a non-empty host directory this leaves an empty file there, as
+        # bind-mounting a file onto a missing path does with a real container runtime
+        open(path, "a").close()
+
+
+def setup_mounts(spec: dict) -> None:
+    points = MountPoints()
+    for m in sorted(spec.get("mounts", []), key=lambda m: os.path.normpath(m["target"]).count("/")):
+        source, target = m["source"], os.path.normpath(m["target"])
+        if not os.path.lexists(source):
+            raise SetupError(f"mount source {source} does not exist")
+        if os.path.isdir(source):
+            points.ensure_dir(target)
+        else:
+            points.ensure_file(target)
+        _mount(source, target, None, MS_BIND | MS_REC)
+        if m.get("readonly"):
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    cwd = spec.get("cwd")
+    if cwd and not os.path.isdir(cwd):
+        points.ensure_dir(cwd)  # a container runtime creates a missing workingDir
+    if spec.get("root_readonly"):
+        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+# --- identity and privileges -------------------------------------------------------------------
+
+def drop_bounding_set(keep: list[str]) -> None:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except OSError:
+        last = max(CAP_NUMBERS.values())
+    keep_numbers = {CAP_NUMBERS[c] for c in keep if c in CAP_NUMBERS}
+    for cap in range(last + 1):
+        if cap not in keep_numbers:
+            _prctl(PR_CAPBSET_DROP, cap)
+
+
+def become(spec: dict) -> None:
+    uid, gid = int(spec.get("uid", 0)), int(spec.get("gid", 0))
+    caps = spec.get("capabilities")
+    if caps is None:
+        caps = list(DEFAULT_ROOT_CAPS) if uid == 0 else []
+    # dropping from the bounding set needs CAP_SETPCAP, so it comes before setuid; for uid 0 it
+    # is what removes the capabilities at exec, for other uids setuid clears them anyway
+    drop_bounding_set(caps)
+    os.setgroups([int(g) for g in spec.get("groups", [])])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def run(spec: dict) -> None:
+    """Everything up to the exec; raises SetupError."""
+    pid = str(os.getpid())
+    for cg in spec.get("cgroups", []):
+        try:
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write(pid)
+        except OSError as e:
+            raise SetupError(f"cannot join cgroup {cg}: {e.strerror}") from e
+    if spec.get("namespace"):
+        uid, gid = int(spec.get("uid", 0)), int(spec.get("gid", 0))
+        gids = {gid, *(int(g) for g in spec.get("groups", []))}
+        needed = list(spec.get("reachable", []))
+        if spec.get("cwd"):
+            needed.append(spec["cwd"])
+        make_reachable(needed, uid, gids)
+        setup_mounts(spec)
+        become(spec)
+    if spec.get("no_new_privs", True):
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    cwd = spec.get("cwd")
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise SetupError(f"chdir to {cwd}: {e.strerror}") from e
+
+
+def _fail(spec: dict, message: str) -> None:
+    path = spec.get("error_file")
+    if path:
+        try:
+            with open(path, "w") as f:
+                f.write(message)
+        except OSError:
+            pass
+    print(f"localcluster shim: {message}", file=sys.stderr, flush=True)
+    os._exit(SETUP_FAILED)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        print("usage: shim.py SPEC.json", file=sys.stderr)
+        sys.exit(2)
+    with open(argv[1]) as f:
+        spec = json.load(f)
+    try:
+        run(spec)
+    except (SetupError, OSError) as e:
+        _fail(spec, str(e))
+    args = [str(a) for a in spec["argv"]]
+    env = {str(k): str(v) for k, v in spec.get("env", {}).items()}
+    try:
+        os.execvpe(args[0], args, env)
+    except OSError as e:
+        reason = ("executable file not found in $PATH" if e.errno == errno.ENOENT
+                  else e.strerror)
+        _fail(spec, f'exec: "{args[0]}": {reason}')
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,333 @@
+"""The whole system on one machine: local cluster, server, proxy and nodes as real processes.
+
+Used by `make demo` (`python -m localcluster demo`) and by the integration tests. Every process
+writes its log to `<workdir>/logs/<name>.log`; everything started is stopped by `close()`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import requests
+import yaml
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CSV = REPO / "algorithms" / "avg" / "data" / "employees.csv"
+JOBS_NAMESPACE = "v6-jobs"
+
+
+class StackError(Exception):
+    pass
+
+
+def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll pred until it returns something truthy; StackError after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int | None:
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(sig)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        return self.popen.returncode
+
+
+@dataclass
+class NodeSpec:
+    node_id: str
+    api_key: str
+    databases: list[dict]
+    completion_mode: str = "watch"
+    extra: dict = field(default_factory=dict)
+
+
+class Stack:
+    """Start parts one by one (tests pick what they need) or all with `start_all()`."""
+
+    def __init__(self, workdir: Path, *, researcher_key: str | None = None, python: str | None = None):
+        self.workdir = Path(workdir)
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.python = python or sys.executable
+        self.researcher_key = researcher_key or "researcher-" + secrets.token_hex(8)
+        self.token_secret = secrets.token_hex(16)
+        self.procs: dict[str, Proc] = {}
+        self.cluster = None
+        self.kubeconfig: Path | None = None
+        self.server_url: str | None = None
+        self.proxy_port: int | None = None
+        self.nodes: dict[str, NodeSpec] = {}
+
+    # -- processes -----------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> Proc:
+        log_path = self.workdir / "logs" / f"{name}.log"
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}
+        with open(log_path, "ab") as logf:
+            popen = subprocess.Popen([self.python, *args], cwd=REPO, env=full_env,
+                                     stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        proc = Proc(name, popen, log_path)
+        self.procs[name] = proc
+        return proc
+
+    def _wait_port_file(self, proc: Proc, path: Path, timeout: float = 30) -> int:
+        def ready():
+            if not proc.alive():
+                raise StackError(f"{proc.name} exited with {proc.popen.returncode}:\n"
+                                 f"{proc.log_text()[-3000:]}")
+            try:
+                text = path.read_text().strip()
+            except OSError:
+                return None
+            return int(text) if text.isdigit() else None
+        return wait_for(ready, timeout, f"{proc.name} to listen")
+
+    # -- parts ----------------------------------------------------------------------------------
+    def start_cluster(self, *, kubeconfig: Path | None = None, **kwargs) -> None:
+        """The local stand-in, or an existing cluster when a kubeconfig is given."""
+        if kubeconfig:
+            self.kubeconfig = Path(kubeconfig)
+        else:
+            from localcluster.testing import LocalCluster
+            self.cluster = LocalCluster(state_dir=self.workdir / "cluster", **kwargs)
+            self.cluster.start()
+            self.kubeconfig = Path(self.cluster.kubeconfig)
+        self._ensure_namespace(JOBS_NAMESPACE)
+
+    def _ensure_namespace(self, name: str) -> None:
+        from kubernetes import client, config
+        from kubernetes.client.rest import ApiException
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        try:
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        finally:
+            api.close()
+
+    def start_server(self, nodes: list[NodeSpec], *, port: int = 0) -> None:
+        self.nodes.update({n.node_id: n for n in nodes})
+        cfg = {
+            "host": "127.0.0.1", "port": port,
+            "database": str(self.workdir / "server.sqlite"),
+            "token_secret": self.token_secret,
+            "nodes": [{"id": n.node_id, "api_key": n.api_key} for n in self.nodes.values()],
+            "researchers": [{"name": "researcher", "api_key": self.researcher_key}],
+        }
+        path = self.workdir / "server_config.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        port_file = self.workdir / "server.port"
+        port_file.unlink(missing_ok=True)
+        proc = self._spawn("server", ["-m", "dummy_server", "--config", str(path),
+                                      "--port-file", str(port_file)])
+        self.server_port = self._wait_port_file(proc, port_file)
+        self.server_url = f"http://127.0.0.1:{self.server_port}"
+
+    def restart_server(self) -> None:
+        self.procs.pop("server").stop()
+        port = self.server_port
+        path = self.workdir / "server_config.yaml"
+        cfg = yaml.safe_load(path.read_text())
+        cfg["port"] = port  # nodes reconnect to the same address
+        path.write_text(yaml.safe_dump(cfg))
+        port_file = self.workdir / "server.port"
+        port_file.unlink(missing_ok=True)
+        proc = self._spawn("server", ["-m", "dummy_server", "--config", str(path),
+                                      "--port-file", str(port_file)])
+        self._wait_port_file(proc, port_file)
+
+    def start_proxy(self) -> None:
+        port_file = self.workdir / "proxy.port"
+        port_file.unlink(missing_ok=True)
+        proc = self._spawn("proxy", ["-m", "dummy_proxy", "--listen", "127.0.0.1:0",
+                                     "--upstream", self.server_url, "--port-file", str(port_file)])
+        self.proxy_port = self._wait_port_file(proc, port_file)
+
+    def node_config(self, spec: NodeSpec) -> dict:
+        cfg = {
+            "node_id": spec.node_id,
+            "server_url": self.server_url,
+            "task_dir": str(self.workdir / "nodes" / spec.node_id / "tasks"),
+            "databases": spec.databases,
+            "kubernetes": {"kubeconfig": str(self.kubeconfig), "jobs_namespace": JOBS_NAMESPACE},
+            "proxy": {"host": "127.0.0.1", "port": self.proxy_port or 0},
+            "images": {"allowed": ["v6-demo/*"]},
+            "job": {"deadline_seconds": 300, "termination_grace_seconds": 5},
+            "completion": {"mode": spec.completion_mode},
+            "health": {"host": "127.0.0.1", "port": free_port()},
+        }
+        for key, value in spec.extra.items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+        return cfg
+
+    def start_node(self, node_id: str, *, wait_ready: bool = True) -> Proc:
+        spec = self.nodes[node_id]
+        cfg = self.node_config(spec)
+        path = self.workdir / f"node-{node_id}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = self._spawn(f"node-{node_id}", ["-m", "node", "--config", str(path)],
+                           env={"NODE_API_KEY": spec.api_key})
+        if wait_ready:
+            url = f"http://127.0.0.1:{cfg['health']['port']}/readyz"
+
+            def ready():
+                if not proc.alive():
+                    raise StackError(f"node {node_id} exited with {proc.popen.returncode}:\n"
+                                     f"{proc.log_text()[-3000:]}")
+                try:
+                    return requests.get(url, timeout=1).status_code == 200
+                except requests.RequestException:
+                    return False
+            wait_for(ready, 30, f"node {node_id} to be ready")
+        return proc
+
+    def stop_node(self, node_id: str, sig: int = signal.SIGTERM) -> int | None:
+        return self.procs.pop(f"node-{node_id}").stop(sig=sig)
+
+    def start_all(self, node_ids=("node-a",), databases: list[dict] | None = None) -> None:
+        databases = databases or [{"label": "default", "uri": str(DEMO_CSV), "type": "csv"}]
+        specs = [NodeSpec(n, f"key-{n}-" + secrets.token_hex(8), databases) for n in node_ids]
+        self.start_cluster()
+        self.start_server(specs)
+        self.start_proxy()
+        for spec in specs:
+            self.start_node(spec.node_id)
+
+    # -- researcher side -----------------------------------------------------------------------------
+    def emitter(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.python, "-m", "dummy_server.command_emitter", "--server", self.server_url,
+             "--key", self.researcher_key, *args],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+            text=True, timeout=timeout)
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.researcher_key}"}
+        return requests.request(method, f"{self.server_url}{path}", headers=headers,
+                                timeout=10, **kwargs)
+
+    def create_task(self, **body) -> dict:
+        resp = self.api("POST", "/api/task", json=body)
+        if resp.status_code != 201:
+            raise StackError(f"task not created: {resp.status_code} {resp.text}")
+        return resp.json()
+
+    def wait_task(self, task_id: int, timeout: float = 60) -> dict:
+        """The task once every run has a result."""
+        def done():
+            task = self.api("GET", f"/api/task/{task_id}").json()
+            runs = [self.api("GET", f"/api/run/{r['id']}").json() for r in task["runs"]]
+            return task | {"runs": runs} if all(r.get("result") for r in runs) else None
+        return wait_for(done, timeout, f"task {task_id} to finish", interval=0.2)
+
+    # -- teardown ------------------------------------------------------------------------------------
+    def close(self) -> None:
+        # nodes first (they hold watches on the cluster), the cluster last (it stops pods)
+        for name in sorted(self.procs, key=lambda n: (not n.startswith("node-"), n)):
+            self.procs[name].stop()
+        self.procs.clear()
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {name} -----\n{p.log_text()[-4000:]}"
+                         for name, p in self.procs.items())
+
+
+def demo_main(argv: list[str]) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m localcluster demo",
+                                     description="Run one avg task end to end and print the result.")
+    parser.add_argument("--k8s", default="local",
+                        help="'local' (the stand-in) or a kubeconfig path of a real cluster")
+    parser.add_argument("--workdir", default=str(REPO / "run" / "demo"))
+    parser.add_argument("--column", default="Age")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    workdir = Path(args.workdir)
+    if workdir.exists():
+        import shutil
+        shutil.rmtree(workdir)
+    stack = Stack(workdir)
+    try:
+        print("starting the local cluster, server, proxy and node ...", flush=True)
+        databases = [{"label": "default", "uri": str(DEMO_CSV), "type": "csv"}]
+        spec = NodeSpec("node-a", "key-node-a-" + secrets.token_hex(8), databases)
+        if args.k8s == "local":
+            stack.start_cluster()
+        else:
+            stack.start_cluster(kubeconfig=Path(args.k8s))
+        stack.start_server([spec])
+        stack.start_proxy()
+        stack.start_node("node-a")
+        print(f"emitting an avg task over column {args.column!r} of {DEMO_CSV.name} ...",
+              flush=True)
+        result = stack.emitter("task", "--image", "v6-demo/avg", "--db", "default",
+                               "--node", "node-a",
+                               "--input", json.dumps({"method": "avg", "column": args.column}),
+                               "--wait", "--format", "table")
+        sys.stderr.write(result.stderr)
+        print(result.stdout, flush=True)
+        if result.returncode != 0:
+            print(f"the task did not complete; logs are in {workdir / 'logs'}")
+            return 1
+        return 0
+    except StackError as e:
+        print(f"demo failed: {e}\nlogs are in {workdir / 'logs'}", file=sys.stderr)
+        return 1
+    finally:
+        stack.close()

@@ -1,0 +1,523 @@
+"""The in-memory object store: the API server's registry, used in-process by the controllers.
+
+Contract: CONTRACTS.md §7. All methods are synchronous and must be called on the event loop's
+thread. Stored objects are never modified in place (every write stores a new dict), so history
+entries and watch events can share them; callers always get deep copies.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import uuid
+from collections import deque
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
+
+from localcluster import defaults, validation
+from localcluster.errors import (ApiError, Gone, already_exists, bad_request, conflict,
+                                 forbidden, invalid, not_found)
+from localcluster.patch import apply_patch
+from localcluster.resources import (ALL, CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, NAMESPACES,
+                                    NETWORKPOLICIES, PODS, ROLEBINDINGS, ROLES, SECRETS,
+                                    SERVICEACCOUNTS, SERVICES, Resource)
+from localcluster.selectors import make_filter
+from localcluster.watch import Watch
+
+__all__ = ["Store", "Resource", "ApiError", "Gone", "Watch", "ALL", "NAMESPACES", "PODS",
+           "SERVICES", "SECRETS", "CONFIGMAPS", "EVENTS", "JOBS", "NETWORKPOLICIES",
+           "DEPLOYMENTS", "SERVICEACCOUNTS", "ROLES", "ROLEBINDINGS", "now_rfc3339"]
+
+log = logging.getLogger(__name__)
+
+PROPAGATIONS = ("Background", "Foreground", "Orphan")
+FOREGROUND = "foregroundDeletion"
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # as k8s.io/apimachinery's rand.String
+# Metadata fields the server owns; clients cannot change them with update or patch.
+_SERVER_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                "generation")
+
+Key = tuple[str, str]  # (namespace or "", name)
+Subscriber = Callable[[str, Resource, dict], None]
+
+
+def now_rfc3339(delta_seconds: float = 0) -> str:
+    t = datetime.now(timezone.utc) + timedelta(seconds=delta_seconds)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _spec_part(obj: dict) -> dict:
+    """Everything that counts for metadata.generation: all but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+
+
+class Store:
+    def __init__(self, history: int = 5000, *, admission: bool = True,
+                 namespaces: Iterable[str] = ("default", "kube-system"),
+                 seed: int | None = None) -> None:
+        """history: how many events watches can resume from. admission: apply defaulting and
+        validation on create/replace/patch (mutate() never validates: controllers are trusted)."""
+        self._objects: dict[Resource, dict[Key, dict]] = {r: {} for r in ALL}
+        self._rv = 0
+        self._history: deque[tuple[int, str, Resource, dict, dict | None]] = deque(
+            maxlen=max(1, history))
+        self._floor = 0  # events with a resourceVersion <= floor are forgotten
+        self._watches: set[Watch] = set()
+        self._subscribers: list[Subscriber] = []
+        self._by_uid: dict[str, tuple[Resource, Key]] = {}
+        self._dependents: dict[str, set[tuple[Resource, Key]]] = {}
+        self._admission = admission
+        self._rand = random.Random(seed)
+        for ns in namespaces:
+            self.create(NAMESPACES, None, {"metadata": {"name": ns}})
+
+    # ----------------------------------------------------------------- reads
+    @property
+    def resource_version(self) -> str:
+        return str(self._rv)
+
+    def get(self, res: Resource, namespace: str | None, name: str) -> dict:
+        return copy.deepcopy(self._require(res, namespace, name))
+
+    def try_get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
+        obj = self._table(res).get(self._key(res, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, res: Resource, namespace: str | None = None, label_selector: Any = None,
+             field_selector: Any = None) -> tuple[list[dict], str]:
+        filt = make_filter(label_selector, field_selector, res.selectable_fields)
+        items = [copy.deepcopy(o) for o in self._iter(res, namespace) if filt(o)]
+        return items, str(self._rv)
+
+    def get_by_uid(self, uid: str) -> tuple[Resource, dict] | None:
+        ref = self._by_uid.get(uid)
+        if ref is None:
+            return None
+        return ref[0], copy.deepcopy(self._objects[ref[0]][ref[1]])
+
+    # ---------------------------------------------------------------- writes
+    def create(self, res: Resource, namespace: str | None, obj: dict) -> dict:
+        obj = copy.deepcopy(obj)
+        if not isinstance(obj, dict):
+            raise bad_request("the object must be a JSON object")
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        ns = self._check_namespace(res, namespace, meta)
+        if not meta.get("name"):
+            gen = meta.get("generateName")
+            if not gen:
+                raise invalid(res, "", [{"field": "metadata.name", "reason": "FieldValueRequired",
+                                         "message": "Required value: name or generateName is required"}])
+            meta["name"] = gen + "".join(self._rand.choice(_NAME_CHARS) for _ in range(5))
+        name = meta["name"]
+        if self._key(res, ns, name) in self._table(res):
+            raise already_exists(res, name)
+        if ns is not None:
+            parent = self._objects[NAMESPACES].get(("", ns))
+            if parent is None:
+                raise not_found(NAMESPACES, ns)
+            if parent["metadata"].get("deletionTimestamp"):
+                raise forbidden(f'{res.kind.lower()}s "{name}" is forbidden: unable to create new '
+                                f"content in namespace {ns} because it is being terminated")
+        obj["kind"], obj["apiVersion"] = res.kind, res.api_version
+        for f in _SERVER_META + ("resourceVersion",):
+            meta.pop(f, None)
+        if res.has_status:
+            obj["status"] = {}
+        meta["uid"] = str(uuid.uuid4())  # before defaulting: a Job's selector uses it
+        if self._admission:
+            defaults.apply_defaults(res, obj, creating=True)
+            validation.validate(res, obj)
+        meta["creationTimestamp"] = now_rfc3339()
+        meta["generation"] = 1
+        self._write(res, obj, None, "ADDED")
+        return copy.deepcopy(obj)
+
+    def replace(self, res: Resource, namespace: str | None, name: str, obj: dict,
+                subresource: str | None = None) -> dict:
+        old = self._require(res, namespace, name)
+        obj = copy.deepcopy(obj)
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+            raise bad_request("the object must be a JSON object with metadata")
+        meta = obj.setdefault("metadata", {})
+        if meta.get("name", name) != name:
+            raise bad_request(f'the name of the object ({meta.get("name")}) does not match the '
+                              f"name on the URL ({name})")
+        if res.namespaced and meta.get("namespace", namespace) != namespace:
+            raise bad_request("the namespace of the provided object does not match the "
+                              "namespace sent on the request")
+        rv = meta.get("resourceVersion")
+        if rv and rv != old["metadata"]["resourceVersion"]:
+            raise conflict(res, name, "the object has been modified; please apply your changes "
+                                      "to the latest version and try again")
+        return self._update(res, old, obj, subresource, admit=True)
+
+    def patch(self, res: Resource, namespace: str | None, name: str, patch: Any, patch_type: str,
+              subresource: str | None = None) -> dict:
+        old = self._require(res, namespace, name)
+        new = apply_patch(old, patch, patch_type)
+        meta = new.get("metadata")
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        if meta.get("name") != name or (res.namespaced and meta.get("namespace") != namespace):
+            raise bad_request("a patch cannot change the name or namespace of an object")
+        if meta.get("resourceVersion") != old["metadata"]["resourceVersion"]:
+            raise conflict(res, name, "the object has been modified; please apply your changes "
+                                      "to the latest version and try again")
+        return self._update(res, old, new, subresource, admit=True)
+
+    def mutate(self, res: Resource, namespace: str | None, name: str,
+               fn: Callable[[dict], Any]) -> dict:
+        """Controller helper: fn edits a copy in place (spec, status, metadata.labels,
+        finalizers...). No validation. No change → no new resourceVersion, no event."""
+        old = self._require(res, namespace, name)
+        new = copy.deepcopy(old)
+        fn(new)
+        return self._update(res, old, new, "*", admit=False)
+
+    def delete(self, res: Resource, namespace: str | None, name: str, propagation: str | None = None,
+               grace_period_seconds: int | None = None,
+               preconditions: dict | None = None) -> dict:
+        """Delete per Kubernetes semantics; returns the object's last state (with
+        deletionTimestamp when it is not removed yet). Dependents are handled per propagation:
+        Background (default; Orphan for Jobs) removes them after the owner, Foreground keeps
+        the owner (finalizer foregroundDeletion) until blocking dependents are gone, Orphan
+        removes their ownerReferences to it."""
+        obj = self._require(res, namespace, name)
+        meta = obj["metadata"]
+        for field, have in (("uid", meta["uid"]), ("resourceVersion", meta["resourceVersion"])):
+            want = (preconditions or {}).get(field)
+            if want and want != have:
+                raise conflict(res, name, f"Precondition failed: {field} in precondition: {want}, "
+                                          f"{field} in object meta: {have}")
+        if propagation is None:
+            propagation = "Orphan" if res == JOBS else "Background"
+        if propagation not in PROPAGATIONS:
+            raise bad_request(f"unsupported propagationPolicy {propagation!r}; "
+                              f"one of {', '.join(PROPAGATIONS)}")
+        if grace_period_seconds is not None and grace_period_seconds < 0:
+            grace_period_seconds = 1  # as the API server: negative means "as soon as possible"
+        if res == NAMESPACES:
+            return self._delete_namespace(obj)
+        if res == PODS:
+            grace = self._pod_grace(obj, grace_period_seconds)
+            if grace > 0:
+                return self._begin_graceful(res, obj, grace)
+        new = copy.deepcopy(obj)
+        nmeta = new["metadata"]
+        finalizers = list(nmeta.get("finalizers") or [])
+        if propagation == "Foreground" and FOREGROUND not in finalizers and self._dependents_of(obj):
+            finalizers.append(FOREGROUND)
+        if propagation == "Orphan":
+            self._orphan(obj)
+        if finalizers:
+            nmeta["finalizers"] = finalizers
+            nmeta.setdefault("deletionTimestamp", now_rfc3339())
+            nmeta["deletionGracePeriodSeconds"] = 0
+            if new != obj:
+                self._write(res, new, obj, "MODIFIED")
+            if FOREGROUND in finalizers:
+                for dres, dobj in self._dependents_of(new):
+                    self._delete_quietly(dres, dobj, "Foreground")
+                self._check_foreground(new["metadata"]["uid"])
+            return copy.deepcopy(self._table(res).get(self._key_of(res, new), new))
+        self._remove(res, obj)
+        if propagation == "Background":
+            self._collect(obj)
+        return copy.deepcopy(obj)
+
+    # ------------------------------------------------------------ watch/events
+    def watch(self, res: Resource, namespace: str | None, resource_version: str | None,
+              label_selector: Any = None, field_selector: Any = None) -> Watch:
+        """Events after resource_version; None, "" or "0" first replays current objects as
+        ADDED. Raises Gone (410) right here when resource_version is older than the kept
+        history, and ApiError 400 for a malformed one."""
+        filt = make_filter(label_selector, field_selector, res.selectable_fields)
+        w = Watch(res, namespace, filt, str(self._rv), self._watches.discard)
+        if resource_version in (None, "", "0"):
+            for obj in sorted(self._iter(res, namespace),
+                              key=lambda o: int(o["metadata"]["resourceVersion"])):
+                w.offer("ADDED", obj, None)
+        else:
+            try:
+                since = int(resource_version)
+            except ValueError:
+                raise bad_request(f"invalid resourceVersion {resource_version!r}") from None
+            if since < self._floor:
+                raise Gone(f"too old resource version: {since} ({self._floor})")
+            for rv, etype, eres, obj, old in self._history:
+                if rv > since and eres == res:
+                    w.offer(etype, obj, old)
+        self._watches.add(w)
+        return w
+
+    def subscribe(self, fn: Subscriber) -> None:
+        """fn(event_type, res, obj) is called synchronously after every change; obj is a copy."""
+        self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Subscriber) -> None:
+        if fn in self._subscribers:
+            self._subscribers.remove(fn)
+
+    def close(self) -> None:
+        """End every open watch."""
+        for w in list(self._watches):
+            w.close()
+
+    @property
+    def oldest_resource_version(self) -> int:
+        """Watches may resume from this resourceVersion or any later one."""
+        return self._floor
+
+    # -------------------------------------------------------------- internals
+    def _table(self, res: Resource) -> dict[Key, dict]:
+        try:
+            return self._objects[res]
+        except KeyError:
+            return self._objects.setdefault(res, {})
+
+    @staticmethod
+    def _key(res: Resource, namespace: str | None, name: str) -> Key:
+        return ((namespace or "") if res.namespaced else "", name)
+
+    def _key_of(self, res: Resource, obj: dict) -> Key:
+        return self._key(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+
+    def _require(self, res: Resource, namespace: str | None, name: str) -> dict:
+        obj = self._table(res).get(self._key(res, namespace, name))
+        if obj is None:
+            raise not_found(res, name)
+        return obj
+
+    def _iter(self, res: Resource, namespace: str | None) -> Iterable[dict]:
+        objs = self._table(res).values()
+        if namespace and res.namespaced:
+            return [o for o in objs if o["metadata"].get("namespace") == namespace]
+        return list(objs)
+
+    def _check_namespace(self, res: Resource, namespace: str | None, meta: dict) -> str | None:
+        if not res.namespaced:
+            meta.pop("namespace", None)
+            return None
+        given = meta.get("namespace")
+        if namespace and given and given != namespace:
+            raise bad_request("the namespace of the provided object does not match the "
+                              "namespace sent on the request")
+        ns = namespace or given or "default"
+        meta["namespace"] = ns
+        return ns
+
+    def _update(self, res: Resource, old: dict, new: dict, subresource: str | None,
+                admit: bool) -> dict:
+        """subresource None: spec/metadata update (status kept for types with a status
+        subresource); "status": only .status; "*": everything (controllers)."""
+        if subresource == "status":
+            merged = copy.deepcopy(old)
+            if "status" in new:
+                merged["status"] = new["status"]
+            else:
+                merged.pop("status", None)
+            new = merged
+        elif subresource not in (None, "*"):
+            raise bad_request(f"unsupported subresource {subresource!r}")
+        meta = new.setdefault("metadata", {})
+        for f in _SERVER_META:
+            if f in old["metadata"]:
+                meta[f] = old["metadata"][f]
+            else:
+                meta.pop(f, None)
+        meta["name"] = old["metadata"]["name"]
+        if res.namespaced:
+            meta["namespace"] = old["metadata"]["namespace"]
+        new["kind"], new["apiVersion"] = res.kind, res.api_version
+        if subresource is None and res.has_status:
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            else:
+                new.pop("status", None)
+        if admit and self._admission:
+            defaults.apply_defaults(res, new, creating=False, old=old)
+            validation.validate(res, new, old)
+        meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        if new == old:
+            return copy.deepcopy(old)
+        if _spec_part(new) != _spec_part(old):
+            meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        if old["metadata"].get("deletionTimestamp") and not meta.get("finalizers") \
+                and not meta.get("deletionGracePeriodSeconds"):
+            # The last finalizer is gone: the update becomes the deletion (watchers see DELETED).
+            self._write(res, new, old, None)
+            self._remove(res, new)
+            self._collect(new)
+            return copy.deepcopy(new)
+        self._write(res, new, old, "MODIFIED")
+        return copy.deepcopy(new)
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _write(self, res: Resource, obj: dict, old: dict | None, event_type: str | None) -> None:
+        """Store obj (a new dict) and emit event_type (None: store only, a removal follows)."""
+        if event_type is not None:
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+        key = self._key_of(res, obj)
+        self._table(res)[key] = obj
+        uid = obj["metadata"]["uid"]
+        self._by_uid[uid] = (res, key)
+        old_owners = {r.get("uid") for r in (old or {}).get("metadata", {}).get(
+            "ownerReferences") or []}
+        new_owners = {r.get("uid") for r in obj["metadata"].get("ownerReferences") or []}
+        for o in old_owners - new_owners:
+            self._dependents.get(o, set()).discard((res, key))
+        for o in new_owners - old_owners:
+            self._dependents.setdefault(o, set()).add((res, key))
+        if event_type is not None:
+            self._emit(event_type, res, obj, old)
+
+    def _remove(self, res: Resource, obj: dict) -> None:
+        key = self._key_of(res, obj)
+        current = self._table(res).pop(key, None)
+        if current is None:
+            return
+        gone = copy.deepcopy(current)
+        gone["metadata"]["resourceVersion"] = self._next_rv()
+        uid = gone["metadata"]["uid"]
+        self._by_uid.pop(uid, None)
+        for r in gone["metadata"].get("ownerReferences") or []:
+            self._dependents.get(r.get("uid"), set()).discard((res, key))
+        self._emit("DELETED", res, gone, None)
+        for r in gone["metadata"].get("ownerReferences") or []:
+            self._check_foreground(r.get("uid"))
+        ns = gone["metadata"].get("namespace")
+        if ns:
+            self._check_namespace_done(ns)
+
+    def _emit(self, event_type: str, res: Resource, obj: dict, old: dict | None) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._floor = self._history[0][0]
+        rv = int(obj["metadata"]["resourceVersion"])
+        self._history.append((rv, event_type, res, obj, old))
+        for w in list(self._watches):
+            if w.res == res:
+                w.offer(event_type, obj, old)
+        for fn in list(self._subscribers):
+            try:
+                fn(event_type, res, copy.deepcopy(obj))
+            except Exception:  # a failing controller must not break the API server's write
+                log.exception("store subscriber %r failed on %s %s", fn, event_type, res)
+
+    # --- deletion helpers
+    @staticmethod
+    def _pod_grace(pod: dict, requested: int | None) -> int:
+        # Unscheduled and terminated pods go at once, as in the real pod strategy.
+        if not pod.get("spec", {}).get("nodeName"):
+            return 0
+        if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return 0
+        if requested is not None:
+            return requested
+        return int(pod.get("spec", {}).get("terminationGracePeriodSeconds", 30))
+
+    def _begin_graceful(self, res: Resource, obj: dict, grace: int) -> dict:
+        meta = obj["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and current is not None and current <= grace:
+            return copy.deepcopy(obj)  # already terminating, with a shorter grace
+        new = copy.deepcopy(obj)
+        new["metadata"]["deletionTimestamp"] = now_rfc3339(grace)
+        new["metadata"]["deletionGracePeriodSeconds"] = grace
+        self._write(res, new, obj, "MODIFIED")
+        return copy.deepcopy(new)
+
+    def _delete_quietly(self, res: Resource, obj: dict, propagation: str) -> None:
+        try:
+            self.delete(res, obj["metadata"].get("namespace"), obj["metadata"]["name"],
+                        propagation=propagation)
+        except ApiError as e:
+            if e.code != 404:
+                log.warning("garbage collection of %s %s failed: %s", res,
+                            obj["metadata"]["name"], e.message)
+
+    def _dependents_of(self, owner: dict) -> list[tuple[Resource, dict]]:
+        out = []
+        for res, key in list(self._dependents.get(owner["metadata"]["uid"], ())):
+            dep = self._table(res).get(key)
+            if dep is not None:
+                out.append((res, dep))
+        return out
+
+    def _orphan(self, owner: dict) -> None:
+        uid = owner["metadata"]["uid"]
+        for res, dep in self._dependents_of(owner):
+            new = copy.deepcopy(dep)
+            refs = [r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+            if refs:
+                new["metadata"]["ownerReferences"] = refs
+            else:
+                new["metadata"].pop("ownerReferences", None)
+            self._write(res, new, dep, "MODIFIED")
+
+    def _collect(self, owner: dict) -> None:
+        """Garbage collection after an owner is gone: dependents whose owners are all gone are
+        deleted (Background); others just lose the dangling reference."""
+        uid = owner["metadata"]["uid"]
+        for res, dep in self._dependents_of(owner):
+            refs = dep["metadata"].get("ownerReferences") or []
+            if any(r.get("uid") != uid and r.get("uid") in self._by_uid for r in refs):
+                new = copy.deepcopy(dep)
+                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                self._write(res, new, dep, "MODIFIED")
+            else:
+                self._delete_quietly(res, dep, "Background")
+        self._dependents.pop(uid, None)
+
+    def _check_foreground(self, owner_uid: str | None) -> None:
+        ref = self._by_uid.get(owner_uid or "")
+        if ref is None:
+            return
+        res, key = ref
+        owner = self._table(res)[key]
+        finalizers = owner["metadata"].get("finalizers") or []
+        if FOREGROUND not in finalizers or not owner["metadata"].get("deletionTimestamp"):
+            return
+        blocking = [d for _, d in self._dependents_of(owner)
+                    if any(r.get("uid") == owner_uid and r.get("blockOwnerDeletion")
+                           for r in d["metadata"].get("ownerReferences") or [])]
+        if blocking:
+            return
+        new = copy.deepcopy(owner)
+        rest = [f for f in finalizers if f != FOREGROUND]
+        if rest:
+            new["metadata"]["finalizers"] = rest
+            self._write(res, new, owner, "MODIFIED")
+        else:
+            new["metadata"].pop("finalizers", None)
+            self._write(res, new, owner, None)
+            self._remove(res, new)
+            self._collect(new)
+
+    def _delete_namespace(self, ns_obj: dict) -> dict:
+        name = ns_obj["metadata"]["name"]
+        if not ns_obj["metadata"].get("deletionTimestamp"):
+            new = copy.deepcopy(ns_obj)
+            new["metadata"]["deletionTimestamp"] = now_rfc3339()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            new.setdefault("spec", {})["finalizers"] = ["kubernetes"]
+            new.setdefault("status", {})["phase"] = "Terminating"
+            self._write(NAMESPACES, new, ns_obj, "MODIFIED")
+            for res in list(self._objects):
+                if res.namespaced:
+                    for obj in list(self._iter(res, name)):
+                        self._delete_quietly(res, obj, "Background")
+            self._check_namespace_done(name)
+        return copy.deepcopy(self._objects[NAMESPACES].get(("", name), ns_obj))
+
+    def _check_namespace_done(self, name: str) -> None:
+        ns_obj = self._objects[NAMESPACES].get(("", name))
+        if ns_obj is None or not ns_obj["metadata"].get("deletionTimestamp"):
+            return
+        if any(self._iter(res, name) for res in self._objects if res.namespaced):
+            return
+        self._remove(NAMESPACES, ns_obj)

@@ -1,0 +1,417 @@
+"""The node's heart: one thread owns all run state and handles, in order, commands from the
+server, kill requests and the watchers' view of Jobs and Pods.
+
+Being the only writer of run state makes the rules easy to check: a run is started at most once
+(the ledger remembers every run id), its result is queued exactly once (the ledger's `finish` is
+atomic and idempotent), and the Job is deleted only after the result is safely queued.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from node import retry
+from node.cluster import Cluster, WatchEvent
+from node.config import NodeConfig
+from node.errors import (ClusterError, ConflictError, NodeError, NotFoundError,
+                         PayloadError, RecoveryError)
+from node.ledger import ACCEPTED, CREATED, FINISHED, Ledger
+from node.manifests import build_job, job_name, recovery_info
+from node.models import Result, StatusReport, TaskCommand, TaskStatus, parse_command
+from node.status import run_status
+from node.workspace import OutputTooLarge, Workspace
+
+log = logging.getLogger(__name__)
+
+RUN_LABEL = "v6.run-id"
+LOG_LIMIT = 1 << 20  # per container
+
+
+@dataclass
+class Run:
+    run_id: int
+    task_id: int
+    parent_id: int | None
+    job: dict | None = None
+    job_deleted: bool = False     # the Job vanished while the run was not finished
+    pods: dict[str, dict] = field(default_factory=dict)
+    status: TaskStatus | None = None
+    killed: bool = False
+
+    @property
+    def job_name(self) -> str:
+        return job_name(self.run_id)
+
+
+def _run_id_of(obj: dict) -> int | None:
+    value = (obj.get("metadata", {}).get("labels") or {}).get(RUN_LABEL, "")
+    return int(value) if value.isdigit() else None
+
+
+class Agent:
+    def __init__(self, config: NodeConfig, cluster: Cluster, ledger: Ledger,
+                 workspace: Workspace, reporter: Any, stop: threading.Event):
+        self.config = config
+        self.cluster = cluster
+        self.ledger = ledger
+        self.workspace = workspace
+        self.reporter = reporter
+        self.stop_event = stop
+        self.runs: dict[int, Run] = {}
+        self.queue: queue.Queue = queue.Queue()
+        self.heartbeat = time.monotonic()
+        self._synced: set[str] = set()
+        self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
+
+    # -- inputs (any thread) -------------------------------------------------------------------
+    def submit_command(self, raw: Any) -> None:
+        self.queue.put(("command", raw))
+
+    def kill(self, data: Any, timeout: float = 30) -> dict:
+        fut: Future = Future()
+        self.queue.put(("kill", data, fut))
+        try:
+            return fut.result(timeout=timeout)
+        except Exception as e:  # the agent is stopping or stuck: answer rather than hang
+            return {"error": f"kill not processed: {e}"}
+
+    def sink(self, item: tuple) -> None:
+        """For the watchers."""
+        self.queue.put(item)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        try:
+            self._recover()
+        except retry.Cancelled:
+            return
+        while not self.stop_event.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                item = self.queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                self._handle(item)
+            except retry.Cancelled:
+                return
+            except Exception:  # one bad item must never take the node down
+                log.exception("error while handling %s", item[0])
+                if item[0] == "kill" and not item[2].done():
+                    item[2].set_result({"error": "internal error"})
+
+    def _handle(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "command":
+            self._on_command(item[1])
+        elif kind == "kill":
+            item[2].set_result(self._on_kill(item[1]))
+        elif kind == "sync":
+            self._on_sync(item[1], item[2])
+        elif kind == "event":
+            self._on_event(item[1], item[2])
+
+    # -- commands --------------------------------------------------------------------------------
+    def _on_command(self, raw: Any) -> None:
+        try:
+            cmd = parse_command(raw, self.config)
+        except PayloadError as e:
+            self._reject(raw, e)
+            return
+        if not self.ledger.accept(cmd.run_id, cmd.task_id, raw):
+            log.info("run %s was seen before; ignoring the repeated command", cmd.run_id)
+            return
+        log.info("run %s (task %s): accepted, image %s", cmd.run_id, cmd.task_id, cmd.image)
+        self._start(cmd)
+
+    def _reject(self, raw: Any, e: PayloadError) -> None:
+        log.warning("refused a command (run %s): %s", e.run_id, e.message)
+        self.reporter.rejected(self.config.node_id, e.run_id, e.message)
+        if e.run_id is None or self.ledger.get(e.run_id) is not None:
+            return  # nothing to answer for, or a known run that a bad copy must not touch
+        task_id = raw.get("task_id") if isinstance(raw, dict) else None
+        if not isinstance(task_id, int) or isinstance(task_id, bool):
+            task_id = e.run_id
+        self._queue_result(Result(run_id=e.run_id, task_id=task_id, parent_id=None,
+                                  status=TaskStatus(e.status).value, data="",
+                                  logs=f"command refused by node {self.config.node_id}: "
+                                       f"{e.message}"))
+
+    def _start(self, cmd: TaskCommand) -> None:
+        run = Run(cmd.run_id, cmd.task_id, cmd.parent_id)
+        self.runs[cmd.run_id] = run
+        try:
+            self.workspace.prepare(cmd)
+            job = build_job(cmd, self.config)
+            retry.call(lambda: self.cluster.create_job(job), what=f"create job {run.job_name}",
+                       stop=self.stop_event)
+        except ConflictError:
+            if not self._adopt_existing(run):
+                return
+        except (NodeError, OSError) as e:
+            self._finish(run, TaskStatus.START_FAILED, f"could not start: {e}")
+            return
+        self.ledger.mark_created(cmd.run_id)
+        self._set_status(run, TaskStatus.PENDING, "job created")
+
+    def _adopt_existing(self, run: Run) -> bool:
+        """A Job of that name exists. Ours for this run (a crash between create and ledger
+        update): keep it. Anything else: refuse to run, never overwrite."""
+        try:
+            job = self.cluster.get_job(run.job_name)
+            ref = recovery_info(job)
+        except (NodeError, ValueError, KeyError) as e:
+            self._finish(run, TaskStatus.START_FAILED, f"a job named {run.job_name} exists and "
+                                                      f"is not this run's: {e}")
+            return False
+        labels = job["metadata"].get("labels") or {}
+        if ref.run_id != run.run_id or labels.get("v6.node-id") != self.config.node_id:
+            self._finish(run, TaskStatus.START_FAILED,
+                         f"a job named {run.job_name} exists and belongs to another run or node")
+            return False
+        run.job = job
+        return True
+
+    # -- kill ------------------------------------------------------------------------------------
+    def _on_kill(self, data: Any) -> dict:
+        if not isinstance(data, dict):
+            return {"error": "kill_task needs an object with run_id or task_id"}
+        run_id, task_id = data.get("run_id"), data.get("task_id")
+        valid = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
+        if not (valid(run_id) or valid(task_id)):
+            return {"error": "kill_task needs a positive integer run_id or task_id"}
+        if valid(run_id):
+            known = [run_id] if self.ledger.get(run_id) else []
+            unknown = [] if known else [run_id]
+        else:
+            known = [r.run_id for r in self.ledger.runs_of_task(task_id)]
+            unknown = []
+        killed, not_running = [], []
+        for rid in known:
+            run = self.runs.get(rid)
+            if run is None or not self._kill_run(run):
+                not_running.append(rid)
+            else:
+                killed.append(rid)
+        return {"killed": killed, "not_running": not_running, "unknown": unknown}
+
+    def _kill_run(self, run: Run) -> bool:
+        # the Job may have ended a moment ago with its event still queued: look first, so a
+        # completed run is never reported as killed
+        try:
+            run.job = self.cluster.get_job(run.job_name)
+        except NotFoundError:
+            run.job = None
+        except ClusterError as e:
+            log.warning("run %s: could not read its job before killing: %s", run.run_id, e)
+        if run.job is not None:
+            state = run_status(run.job, list(run.pods.values()))
+            if state.terminal:
+                self._finish(run, state.status, state.detail)
+                return False
+        run.killed = True
+        self._finish(run, TaskStatus.KILLED, "killed by user")
+        return True
+
+    # -- cluster view ------------------------------------------------------------------------------
+    def _on_sync(self, kind: str, items: list[dict]) -> None:
+        by_run: dict[int, list[dict]] = {}
+        for obj in items:
+            rid = _run_id_of(obj)
+            if rid is not None:
+                by_run.setdefault(rid, []).append(obj)
+        if kind == "jobs":
+            for rid, objs in by_run.items():
+                self._on_object("jobs", "ADDED", objs[0])
+            first = "jobs" not in self._synced
+            for run in list(self.runs.values()):
+                if run.run_id in by_run:
+                    continue
+                if run.job is not None or first:
+                    # seen before (or expected from before a restart) and gone now: confirm
+                    self._confirm_gone(run)
+        else:
+            for run in list(self.runs.values()):
+                run.pods = {p["metadata"]["name"]: p for p in by_run.get(run.run_id, [])}
+            for rid, objs in by_run.items():
+                if rid not in self.runs:
+                    self._on_object("pods", "ADDED", objs[0])
+            for run in list(self.runs.values()):
+                self._evaluate(run)
+        self._synced.add(kind)
+
+    def _confirm_gone(self, run: Run) -> None:
+        try:
+            run.job = self.cluster.get_job(run.job_name)
+            self._evaluate(run)
+        except NotFoundError:
+            run.job, run.job_deleted = None, True
+            self._evaluate(run)
+        except ClusterError as e:
+            log.warning("run %s: could not confirm its job: %s", run.run_id, e)
+
+    def _on_event(self, kind: str, event: WatchEvent) -> None:
+        self._on_object(kind, event.type, event.object)
+
+    def _on_object(self, kind: str, etype: str, obj: dict) -> None:
+        rid = _run_id_of(obj)
+        if rid is None:
+            return
+        run = self.runs.get(rid)
+        if run is None:
+            run = self._unknown_run(kind, etype, obj, rid)
+            if run is None:
+                return
+        name = obj["metadata"]["name"]
+        if kind == "jobs":
+            if etype == "DELETED":
+                run.job, run.job_deleted = None, True
+            else:
+                if run.parent_id is None and run.job is None:
+                    run.parent_id = self._parent_of(obj)
+                run.job = obj
+        else:
+            if etype == "DELETED":
+                run.pods.pop(name, None)
+            else:
+                run.pods[name] = obj
+        self._evaluate(run)
+
+    @staticmethod
+    def _parent_of(job: dict) -> int | None:
+        try:
+            return recovery_info(job).parent_id
+        except (RecoveryError, ValueError, KeyError):
+            return None
+
+    def _unknown_run(self, kind: str, etype: str, obj: dict, rid: int) -> Run | None:
+        row = self.ledger.get(rid)
+        if row is not None and row.state == FINISHED:
+            if kind == "jobs" and etype != "DELETED" \
+                    and not obj["metadata"].get("deletionTimestamp"):
+                self._delete_job(job_name(rid))  # left over from before a restart
+            return None
+        if kind != "jobs" or etype == "DELETED":
+            return None  # pods alone cannot be adopted; their Job brings them
+        try:
+            ref = recovery_info(obj)
+        except (RecoveryError, ValueError, KeyError) as e:
+            log.error("job %s carries our labels but cannot be adopted: %s",
+                      obj["metadata"]["name"], e)
+            return None
+        log.info("run %s: adopting its job found in the cluster", rid)
+        if row is None:
+            self.ledger.accept(ref.run_id, ref.task_id, None)
+        self.ledger.mark_created(rid)
+        run = Run(ref.run_id, ref.task_id, ref.parent_id)
+        self.runs[rid] = run
+        return run
+
+    def _evaluate(self, run: Run) -> None:
+        if run.run_id not in self.runs:
+            return
+        if run.job is None and not run.job_deleted:
+            return  # created, not yet seen
+        state = run_status(None if run.job_deleted else run.job, list(run.pods.values()),
+                           killed=run.killed)
+        if state.terminal:
+            self._finish(run, state.status, state.detail)
+        else:
+            self._set_status(run, state.status, state.detail)
+
+    # -- endings -----------------------------------------------------------------------------------
+    def _set_status(self, run: Run, status: TaskStatus, detail: str) -> None:
+        if status == run.status:
+            return
+        run.status = status
+        log.info("run %s: %s%s", run.run_id, status.value, f" ({detail})" if detail else "")
+        self.reporter.status(StatusReport(node_id=self.config.node_id, run_id=run.run_id,
+                                          task_id=run.task_id, parent_id=run.parent_id,
+                                          status=status.value, detail=detail))
+
+    def _finish(self, run: Run, status: TaskStatus, detail: str) -> None:
+        """Queue the run's one result, then remove its Job and files."""
+        self.runs.pop(run.run_id, None)
+        logs = self._collect_logs(run)
+        try:
+            data = self.workspace.read_output(run.run_id)
+        except OutputTooLarge as e:
+            status, detail, data = TaskStatus.FAILED, str(e), ""
+        except (OSError, NodeError) as e:
+            data = ""
+            detail = f"{detail}; output unreadable: {e}" if detail else f"output unreadable: {e}"
+        if detail:
+            logs = f"{logs}\n[node] {status.value}: {detail}".lstrip("\n")
+        self._set_status(run, status, detail)
+        self._queue_result(Result(run_id=run.run_id, task_id=run.task_id,
+                                  parent_id=run.parent_id, status=status.value,
+                                  data=data, logs=logs))
+        if not run.job_deleted:
+            self._delete_job(run.job_name)
+        self.workspace.remove(run.run_id)
+
+    def _queue_result(self, result: Result) -> None:
+        if self.ledger.finish(result):
+            self.reporter.kick()
+        else:
+            log.info("run %s already has a result; not reporting again", result.run_id)
+
+    def _collect_logs(self, run: Run) -> str:
+        parts = []
+        for name, pod in sorted(run.pods.items(),
+                                key=lambda kv: kv[1]["metadata"].get("creationTimestamp", "")):
+            spec = pod.get("spec") or {}
+            containers = [c["name"] for c in spec.get("initContainers", []) + spec.get("containers", [])]
+            for c in containers:
+                try:
+                    text = self.cluster.pod_log(name, c, LOG_LIMIT)
+                except ClusterError as e:
+                    text = f"(log unavailable: {e})"
+                if text:
+                    parts.append(f"=== pod {name} container {c} ===\n{text.rstrip()}")
+        return "\n".join(parts)
+
+    def _delete_job(self, name: str) -> None:
+        try:
+            retry.call(lambda: self.cluster.delete_job(
+                name, grace_seconds=self.config.job.termination_grace_seconds),
+                what=f"delete job {name}", stop=self.stop_event)
+        except NotFoundError:
+            pass
+        except ClusterError as e:
+            # the TTL on the Job removes it later in any case
+            log.warning("could not delete job %s: %s", name, e)
+
+    # -- recovery ------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Runs the ledger knows and that have not finished: expect their Jobs (the first sync
+        confirms), or create the Job if the node stopped before it could."""
+        for row in self.ledger.unfinished():
+            if row.state == CREATED or row.command is None:
+                self.runs[row.run_id] = Run(row.run_id, row.task_id, None)
+                continue
+            if row.state == ACCEPTED:
+                try:
+                    cmd = parse_command(row.command, self.config)
+                except PayloadError as e:
+                    self._queue_result(Result(
+                        run_id=row.run_id, task_id=row.task_id, parent_id=None,
+                        status=TaskStatus.START_FAILED.value, data="",
+                        logs=f"could not start after a restart: {e.message}"))
+                    continue
+                log.info("run %s: creating its job after a restart", row.run_id)
+                self._start(cmd)

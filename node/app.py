@@ -1,0 +1,98 @@
+"""Wiring: builds the node's parts from its settings, starts them in order and stops them."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from node import retry
+from node.agent import Agent
+from node.cluster import Cluster, load_api_client
+from node.config import NodeConfig
+from node.errors import ClusterError
+from node.health import HealthServer, agent_alive
+from node.ledger import Ledger
+from node.manifests import build_network_policy, selector_for_node
+from node.reporting import Reporter
+from node.server_link import ServerLink
+from node.watching import KINDS, Poller, Watcher
+from node.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class NodeApp:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.stop_event = threading.Event()
+        self.api_client = load_api_client(config)
+        self.cluster = Cluster(self.api_client, config.kubernetes.jobs_namespace,
+                               config.completion.request_timeout_seconds)
+        Path(config.task_dir).mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(Path(config.task_dir) / "node-ledger.sqlite")
+        self.workspace = Workspace(config)
+        self.link = ServerLink(config.server_url, config.api_key, config.node_id,
+                               on_command=self._on_command, on_kill=self._on_kill,
+                               on_connected=self._on_connected, stop=self.stop_event)
+        self.reporter = Reporter(self.link, self.ledger, self.stop_event)
+        self.agent = Agent(config, self.cluster, self.ledger, self.workspace, self.reporter,
+                           self.stop_event)
+        selector = selector_for_node(config.node_id)
+        c = config.completion
+        if c.mode == "poll":
+            self.watchers = [Poller(self.cluster, selector, self.agent.sink, self.stop_event,
+                                    c.poll_interval_seconds)]
+        else:
+            self.watchers = [Watcher(self.cluster, kind, selector, self.agent.sink,
+                                     self.stop_event, int(c.watch_timeout_seconds))
+                             for kind in KINDS]
+        self.health = HealthServer(config.health.host, config.health.port, self._probe)
+
+    # callbacks from the server link (its threads)
+    def _on_command(self, data) -> None:
+        self.agent.submit_command(data)
+
+    def _on_kill(self, data) -> dict:
+        return self.agent.kill(data)
+
+    def _on_connected(self) -> None:
+        self.reporter.kick()
+
+    def _probe(self) -> dict:
+        return {
+            "alive": agent_alive(self.agent.heartbeat, self.agent.is_alive()),
+            "cluster": all(w.healthy.is_set() for w in self.watchers),
+            "server": self.link.connected.is_set(),
+            "runs": len(self.agent.runs),
+            "outbox": self.ledger.outbox_size(),
+        }
+
+    def start(self) -> None:
+        try:
+            retry.call(lambda: self.cluster.apply_network_policy(build_network_policy(self.config)),
+                       what="apply network policy", stop=self.stop_event)
+        except ClusterError as e:
+            # without the policy algorithm pods would not be isolated: refuse to run them
+            raise ClusterError(f"cannot apply the algorithms' network policy: {e}") from e
+        self.health.start()
+        self.agent.start()
+        for w in self.watchers:
+            w.start()
+        self.reporter.start()
+        self.link.start()
+        log.info("node %s started (jobs namespace %s, completion by %s)", self.config.node_id,
+                 self.config.kubernetes.jobs_namespace, self.config.completion.mode)
+
+    def stop(self) -> None:
+        log.info("node %s stopping", self.config.node_id)
+        self.stop_event.set()
+        for w in self.watchers:
+            w.interrupt()
+        self.link.close()
+        self.agent.join(timeout=30)
+        self.reporter.join(timeout=15)
+        for w in self.watchers:
+            w.join(timeout=15)
+        self.health.close()
+        self.ledger.close()
+        self.api_client.close()

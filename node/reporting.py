@@ -1,0 +1,74 @@
+"""Sending what happened to the server: status changes as they happen (best effort) and results
+from the durable outbox until the server acknowledges each one."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from node.errors import OutboxError, ServerLinkError
+from node.ledger import Ledger
+from node.models import StatusReport
+from node.server_link import ServerLink
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(threading.Thread):
+    def __init__(self, link: ServerLink, ledger: Ledger, stop: threading.Event,
+                 on_delivered: Callable[[int], None] = lambda run_id: None,
+                 retry_interval: float = 5.0):
+        super().__init__(name="reporter", daemon=True)
+        self.link, self.ledger = link, ledger
+        self.stop_event = stop
+        self.on_delivered = on_delivered
+        self.retry_interval = retry_interval
+        self._kick = threading.Event()
+
+    def status(self, report: StatusReport) -> None:
+        if not self.link.emit("algorithm_status_change", report.to_dict()):
+            log.debug("status %s of run %s not sent: server not connected",
+                      report.status, report.run_id)
+
+    def rejected(self, node_id: str, run_id: int | None, error: str) -> None:
+        self.link.emit("command_rejected", {"node_id": node_id, "run_id": run_id, "error": error})
+
+    def kick(self) -> None:
+        """A new result is waiting, or the server is back: deliver now."""
+        self._kick.set()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self._kick.wait(self.retry_interval)
+            self._kick.clear()
+            if self.stop_event.is_set() or not self.link.connected.is_set():
+                continue
+            try:
+                self._deliver_pending()
+            except OutboxError as e:
+                log.error("outbox unreadable: %s", e)
+
+    def _deliver_pending(self) -> None:
+        while not self.stop_event.is_set():
+            batch = self.ledger.pending_results()
+            if not batch:
+                return
+            for result in batch:
+                try:
+                    ack = self.link.call("run_result", result)
+                except ServerLinkError as e:
+                    log.warning("result of run %s not delivered yet: %s", result["run_id"], e)
+                    return
+                if not isinstance(ack, dict) or not ack.get("ok"):
+                    # the server refused it for good (unknown run): keeping it would block the
+                    # outbox forever; it stays in the log for the operator
+                    log.error("server refused the result of run %s: %s", result["run_id"],
+                              (ack or {}).get("error") if isinstance(ack, dict) else ack)
+                elif ack.get("duplicate"):
+                    log.info("result of run %s was already stored at the server",
+                             result["run_id"])
+                else:
+                    log.info("result of run %s delivered (%s)", result["run_id"],
+                             result["status"])
+                self.ledger.delivered(result["run_id"])
+                self.on_delivered(result["run_id"])

@@ -1,0 +1,349 @@
+"""A run's vantage6 status from its Job, its pods and (optionally) their events: pure, table-driven.
+
+Inputs are raw Kubernetes JSON objects (camelCase) as the API returns them. The first rule of
+``_RULES`` that matches decides; the per-reason outcomes are the tables below.
+
+Choices:
+- Image pull errors, container config/start errors and volume mount failures are final at once
+  (``terminal=True``), so a pod that cannot start is reported within seconds, not after a timeout.
+  With ``restartPolicy: Never`` and ``backoffLimit: 0`` Kubernetes would otherwise retry them for
+  ever (ErrImagePull → ImagePullBackOff → ErrImagePull …) while the Job stays active.
+- An unschedulable pod (PodScheduled=False, reason Unschedulable) might only wait for capacity on a
+  busy or autoscaled cluster. It is ``start failed`` once ``unschedulable_grace_seconds`` have
+  passed since the condition was set (default 0: fail fast, as for the other start problems);
+  until then it is ``pending`` with the scheduler's message and ``reason="Unschedulable"``, so a
+  caller using a grace can re-evaluate on a timer.
+- A pod that finished while its Job has no final condition yet is still ``active``: the Job
+  controller decides (with ``backoffLimit > 0`` a new pod may follow).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from node.models import TaskStatus
+
+S = TaskStatus
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: TaskStatus
+    terminal: bool
+    detail: str = ""
+    reason: str = ""      # the Kubernetes reason behind the status, when there is one
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+# A container waiting for one of these reasons will not start by itself: final at once.
+FATAL_WAITING_REASONS: dict[str, TaskStatus] = {
+    "ErrImagePull": S.NO_DOCKER_IMAGE,
+    "ImagePullBackOff": S.NO_DOCKER_IMAGE,
+    "InvalidImageName": S.NO_DOCKER_IMAGE,
+    "ErrImageNeverPull": S.NO_DOCKER_IMAGE,
+    "CreateContainerConfigError": S.START_FAILED,
+    "CreateContainerError": S.START_FAILED,
+    "RunContainerError": S.START_FAILED,
+    "PreStartHookError": S.START_FAILED,
+}
+
+# How a container's termination reads, for a Job that failed because its pod failed.
+TERMINATED_REASONS: dict[str, tuple[TaskStatus, str]] = {
+    "OOMKilled": (S.CRASHED, "out of memory (OOMKilled)"),
+    "StartError": (S.START_FAILED, "container could not start"),
+    "ContainerCannotRun": (S.START_FAILED, "container could not run"),
+    "Error": (S.CRASHED, "algorithm failed"),
+    "DeadlineExceeded": (S.CRASHED, "deadline exceeded"),
+}
+
+# Pod-level failure reasons (status.reason of a Failed pod).
+POD_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
+    "Evicted": (S.FAILED, "pod evicted"),
+    "DeadlineExceeded": (S.CRASHED, "deadline exceeded"),
+    "UnexpectedAdmissionError": (S.START_FAILED, "pod not admitted by the kubelet"),
+    "NodeAffinity": (S.START_FAILED, "pod not admitted by the kubelet"),
+}
+
+# Job Failed/FailureTarget reasons that need no look at the pods.
+JOB_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
+    "DeadlineExceeded": (S.CRASHED, "deadline exceeded (activeDeadlineSeconds)"),
+}
+
+# Warning events about a pod that mean it cannot start.
+FATAL_EVENT_REASONS: dict[str, TaskStatus] = {
+    "FailedMount": S.START_FAILED,
+    "FailedAttachVolume": S.START_FAILED,
+}
+
+FINAL_JOB_CONDITIONS = ("Complete", "Failed", "FailureTarget")
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Container:
+    name: str
+    waiting: tuple[str, str] | None            # (reason, message)
+    terminated: tuple[str, int | None, str] | None  # (reason, exitCode, message)
+
+
+@dataclass(frozen=True)
+class _Pod:
+    name: str
+    created: str
+    phase: str
+    reason: str
+    message: str
+    deleting: bool
+    scheduled: bool
+    unschedulable: tuple[str, str] | None    # (message, lastTransitionTime)
+    containers: tuple[_Container, ...]
+
+
+@dataclass(frozen=True)
+class _Facts:
+    killed: bool
+    job: dict | None
+    job_deleting: bool
+    condition: tuple[str, str, str] | None   # (type, reason, message) of the final condition
+    pods: tuple[_Pod, ...]                   # oldest first
+    events: tuple[tuple[str, str, str], ...]  # (pod name, reason, message) of Warning events
+    now: datetime | None
+    grace: float
+
+
+def _d(obj: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(k)
+    return obj
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _container(status: dict) -> _Container:
+    waiting = _d(status, "state", "waiting")
+    terminated = _d(status, "state", "terminated")
+    return _Container(
+        name=_text(status.get("name")),
+        waiting=(_text(waiting.get("reason")), _text(waiting.get("message"))) if isinstance(waiting, dict) else None,
+        terminated=(_text(terminated.get("reason")),
+                    terminated.get("exitCode") if isinstance(terminated.get("exitCode"), int) else None,
+                    _text(terminated.get("message"))) if isinstance(terminated, dict) else None,
+    )
+
+
+def _pod(pod: dict) -> _Pod:
+    status = pod.get("status") or {}
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    sched = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
+    unschedulable = None
+    if sched is not None and sched.get("status") == "False" and sched.get("reason") == "Unschedulable":
+        unschedulable = (_text(sched.get("message")), _text(sched.get("lastTransitionTime")))
+    statuses = [s for s in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+                if isinstance(s, dict)]
+    return _Pod(
+        name=_text(_d(pod, "metadata", "name")),
+        created=_text(_d(pod, "metadata", "creationTimestamp")),
+        phase=_text(status.get("phase")) or "Pending",
+        reason=_text(status.get("reason")),
+        message=_text(status.get("message")),
+        deleting=bool(_d(pod, "metadata", "deletionTimestamp")),
+        scheduled=sched is not None and sched.get("status") == "True",
+        unschedulable=unschedulable,
+        containers=tuple(_container(s) for s in statuses),
+    )
+
+
+def _final_condition(job: dict | None) -> tuple[str, str, str] | None:
+    for c in _d(job, "status", "conditions") or []:
+        if isinstance(c, dict) and c.get("type") in FINAL_JOB_CONDITIONS and c.get("status") == "True":
+            return (c["type"], _text(c.get("reason")), _text(c.get("message")))
+    return None
+
+
+def _pod_events(events: Iterable[dict], pod_names: set[str], job_name: str) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for e in events:
+        if not isinstance(e, dict) or e.get("type") != "Warning":
+            continue
+        # core/v1 Events use involvedObject/message, events.k8s.io/v1 regarding/note.
+        obj = e.get("involvedObject") or e.get("regarding") or {}
+        name = _text(obj.get("name"))
+        if obj.get("kind") != "Pod" or not (name in pod_names or (job_name and name.startswith(job_name + "-"))):
+            continue
+        out.append((name, _text(e.get("reason")), _text(e.get("message") or e.get("note"))))
+    return tuple(out)
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+Rule = Callable[[_Facts], "RunState | None"]
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _join(*parts: str) -> str:
+    return ": ".join(_short(p) for p in parts if p)
+
+
+def _killed(f: _Facts) -> RunState | None:
+    return RunState(S.KILLED, True, "killed on request") if f.killed else None
+
+
+def _job_gone(f: _Facts) -> RunState | None:
+    if f.job is None:
+        return RunState(S.FAILED, True, "job deleted outside the node", "JobDeleted")
+    if f.job_deleting and f.condition is None:
+        return RunState(S.FAILED, True, "job deleted outside the node (being deleted)", "JobDeleted")
+    return None
+
+
+def _job_complete(f: _Facts) -> RunState | None:
+    if f.condition is not None and f.condition[0] == "Complete":
+        return RunState(S.COMPLETED, True, "", "Complete")
+    return None
+
+
+def _last_pod(f: _Facts) -> _Pod | None:
+    return max(f.pods, key=lambda p: (p.created, p.name)) if f.pods else None
+
+
+def _pod_failure(pod: _Pod) -> RunState | None:
+    """How a failed pod reads (for a Job that failed because of it)."""
+    if pod.reason in POD_FAILURE_REASONS:
+        status, text = POD_FAILURE_REASONS[pod.reason]
+        return RunState(status, True, _join(text, pod.message), pod.reason)
+    for c in pod.containers:
+        if c.terminated is None:
+            continue
+        reason, code, message = c.terminated
+        if code == 0 and reason != "OOMKilled":
+            continue
+        status, text = TERMINATED_REASONS.get(reason, (S.CRASHED, "algorithm failed"))
+        exit_text = f"exit code {code}" if code is not None else ""
+        if pod.deleting:
+            return RunState(S.FAILED, True, _join("pod deleted outside the node", exit_text), "PodDeleted")
+        return RunState(status, True, _join(text, exit_text, message), reason or "Error")
+    return None
+
+
+def _job_failed(f: _Facts) -> RunState | None:
+    if f.condition is None or f.condition[0] not in ("Failed", "FailureTarget"):
+        return None
+    _, reason, message = f.condition
+    if reason in JOB_FAILURE_REASONS:
+        status, text = JOB_FAILURE_REASONS[reason]
+        return RunState(status, True, _join(text, message), reason)
+    pod = _last_pod(f)
+    if pod is not None:
+        state = _pod_failure(pod)
+        if state is not None:
+            return state
+    if reason in ("BackoffLimitExceeded", "PodFailurePolicy"):
+        # The failed pod is gone already: only a deletion removes it before the Job's TTL.
+        return RunState(S.FAILED, True, _join("pod failed and was removed (deleted outside the node?)", message),
+                        reason)
+    return RunState(S.FAILED, True, _join(f"job failed ({reason or 'no reason given'})", message),
+                    reason)
+
+
+def _fatal_waiting(f: _Facts) -> RunState | None:
+    for pod in f.pods:
+        if pod.phase in ("Succeeded", "Failed") or pod.deleting:
+            continue
+        for c in pod.containers:
+            if c.waiting is not None and c.waiting[0] in FATAL_WAITING_REASONS:
+                reason, message = c.waiting
+                return RunState(FATAL_WAITING_REASONS[reason], True, _join(reason, message), reason)
+    return None
+
+
+def _fatal_event(f: _Facts) -> RunState | None:
+    running = {p.name for p in f.pods if p.phase == "Running"}
+    for name, reason, message in f.events:
+        if reason in FATAL_EVENT_REASONS and name not in running:
+            return RunState(FATAL_EVENT_REASONS[reason], True, _join(reason, message), reason)
+    return None
+
+
+def _unschedulable(f: _Facts) -> RunState | None:
+    for pod in f.pods:
+        if pod.unschedulable is None or pod.deleting:
+            continue
+        message, since = pod.unschedulable
+        detail = _join("Unschedulable", message)
+        if f.grace <= 0:
+            return RunState(S.START_FAILED, True, detail, "Unschedulable")
+        started = _parse_time(since)
+        if f.now is not None and started is not None and (f.now - started).total_seconds() >= f.grace:
+            return RunState(S.START_FAILED, True, detail, "Unschedulable")
+        return RunState(S.PENDING, False, detail, "Unschedulable")
+    return None
+
+
+def _progress(f: _Facts) -> RunState | None:
+    pod = _last_pod(f)
+    if pod is None:
+        return RunState(S.PENDING, False, "waiting for a pod")
+    if pod.phase in ("Succeeded", "Failed"):
+        return RunState(S.ACTIVE, False, f"pod {pod.phase.lower()}; waiting for the job", pod.phase)
+    if pod.phase == "Running":
+        return RunState(S.ACTIVE, False, "", "Running")
+    if pod.phase == "Unknown":
+        return RunState(S.ACTIVE, False, "pod state unknown (node unreachable?)", "Unknown")
+    waiting = next((c.waiting for c in pod.containers if c.waiting is not None), None)
+    if waiting is not None:
+        return RunState(S.INITIALIZING, False, _join(*waiting), waiting[0])
+    if pod.scheduled:
+        return RunState(S.INITIALIZING, False, "", "Scheduled")
+    return RunState(S.PENDING, False, "waiting to be scheduled")
+
+
+# Precedence: an explicit kill, a vanished Job, the Job's final word, then what blocks the pod.
+_RULES: tuple[Rule, ...] = (
+    _killed, _job_gone, _job_complete, _job_failed,
+    _fatal_waiting, _fatal_event, _unschedulable, _progress,
+)
+
+
+def run_status(job: dict | None, pods: Iterable[dict] = (), *, killed: bool = False,
+               events: Iterable[dict] = (), now: datetime | None = None,
+               unschedulable_grace_seconds: float = 0.0) -> RunState:
+    """The run's status from its Job (None: deleted), its pods and optionally their events.
+
+    ``killed``: the node deleted the Job on a kill request. ``now`` (timezone-aware) is needed only
+    with a positive ``unschedulable_grace_seconds``.
+    """
+    pods = tuple(_pod(p) for p in pods if isinstance(p, dict))
+    job_name = _text(_d(job, "metadata", "name"))
+    facts = _Facts(
+        killed=killed,
+        job=job if isinstance(job, dict) else None,
+        job_deleting=bool(_d(job, "metadata", "deletionTimestamp")),
+        condition=_final_condition(job) if isinstance(job, dict) else None,
+        pods=pods,
+        events=_pod_events(events or (), {p.name for p in pods}, job_name),
+        now=now.astimezone(timezone.utc) if now is not None else None,
+        grace=unschedulable_grace_seconds,
+    )
+    for rule in _RULES:
+        state = rule(facts)
+        if state is not None:
+            return state
+    return RunState(S.UNKNOWN_ERROR, True, "no rule matched")  # pragma: no cover - _progress always matches

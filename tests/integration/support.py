@@ -1,0 +1,40 @@
+"""Helpers shared by the integration tests."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from localcluster.stack import DEMO_CSV, NodeSpec, Stack
+
+HERE = Path(__file__).resolve().parent
+TEST_IMAGES = HERE / "images.yaml"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="pods with volumes run in private mount namespaces, which need root")
+
+pytestmark = [pytest.mark.integration, needs_root]
+
+
+def node_spec(node_id: str, databases: list[dict] | None = None, **extra) -> NodeSpec:
+    databases = databases or [{"label": "default", "uri": str(DEMO_CSV), "type": "csv"}]
+    extra.setdefault("images", {"allowed": ["v6-demo/*", "test/*"]})
+    return NodeSpec(node_id, f"key-{node_id}-{secrets.token_hex(8)}", databases, extra=extra)
+
+
+def make_stack(tmp_path: Path, nodes: list[NodeSpec], *, proxy: bool = True) -> Stack:
+    stack = Stack(tmp_path / "stack")
+    try:
+        stack.start_cluster(image_files=[TEST_IMAGES])
+        stack.start_server(nodes)
+        if proxy:
+            stack.start_proxy()
+        for spec in nodes:
+            stack.start_node(spec.node_id)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
