@@ -21,7 +21,8 @@ log = logging.getLogger("dummy_proxy")
 async def serve(config: ProxyConfig, port_file: Path | None) -> None:
     proxy = Proxy(config)
     await proxy.start()
-    server = web.Server(proxy.handle, access_log=None)
+    # lingering_time=0: close at once after refusing a request whose body we never read.
+    server = web.Server(proxy.handle, access_log=None, lingering_time=0)
     runner = web.ServerRunner(server)
     await runner.setup()
     try:

@@ -26,7 +26,10 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
 
 
 def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    response = web.json_response({"error": message}, status=status)
+    # An unread request body would otherwise be drained before the connection is reused.
+    response.force_close()
+    return response
 
 
 class Proxy:

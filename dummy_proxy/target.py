@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _ENCODED_FORBIDDEN = ("%2e", "%2f", "%5c", "%00")
+# TRACE would echo the container token back; CONNECT would open a tunnel.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,8 @@ def check_target(method: str, target: str) -> Verdict:
     """Decide on the raw request target (as sent on the request line)."""
     if method == "CONNECT":
         return Verdict(405, "CONNECT is not supported: this proxy only reaches the server API")
+    if method not in METHODS:
+        return Verdict(405, f"method {method} is not forwarded")
     if not target.startswith("/") or target.startswith("//"):
         return Verdict(400, "only origin-form request targets (/api/...) are accepted")
     path = target.split("?", 1)[0].split("#", 1)[0]

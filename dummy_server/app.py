@@ -40,7 +40,8 @@ def _write_port_file(path: Path, port: int) -> None:
 
 async def serve(config: ServerConfig, port_file: Path | None = None) -> None:
     store = Store(config.database)
-    runner = web.AppRunner(build_app(config, store), access_log=None)
+    app = build_app(config, store)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)
@@ -57,5 +58,6 @@ async def serve(config: ServerConfig, port_file: Path | None = None) -> None:
         await stop.wait()
         log.info("dummy server stopping")
     finally:
+        await app[SOCKETS].close()
         await runner.cleanup()
         store.close()

@@ -3,6 +3,7 @@
   ... task --image IMG [--arg X ...] [--input JSON] [--db LABEL ...] [--node ID ...] [--wait]
   ... recipe FILE [--wait]
   ... status TASK_ID
+  ... kill TASK_ID
   ... legacy --run-id N --image IMG [--task-info k=v ...] [--db LABEL ...] [--wait]
 
 Server URL and researcher key from --server/--key or env V6_SERVER_URL/V6_RESEARCHER_KEY.
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show a task's state and results")
     s.add_argument("task_id", type=int)
     s.add_argument("--format", choices=("json", "table"), default="json")
+
+    k = sub.add_parser("kill", help="ask the nodes to stop a task's unfinished runs")
+    k.add_argument("task_id", type=int)
 
     lg = sub.add_parser("legacy", help="emit the prototype's command_request payload")
     lg.add_argument("--run-id", type=int, required=True)
@@ -130,6 +134,9 @@ def run(args) -> int:
         if args.command == "status":
             task = client.get_task(args.task_id)
             print(render([task], args.format))
+            return 0
+        if args.command == "kill":
+            print(json.dumps(client.kill_task(args.task_id), indent=2))
             return 0
         prepared = _legacy_payload(args) if args.command == "legacy" else _bodies(args)
         waiter = Waiter(client)

@@ -52,6 +52,9 @@ class ServerClient:
     def get_task(self, task_id: int) -> dict:
         return self._call("GET", f"/api/task/{task_id}")
 
+    def kill_task(self, task_id: int) -> dict:
+        return self._call("POST", f"/api/task/{task_id}/kill")
+
     def socket(self, on_event: Callable[[str, dict], None]) -> socketio.Client:
         """A connected researcher socket that passes task events to ``on_event``."""
         sio = socketio.Client(reconnection=False)

@@ -65,7 +65,10 @@ async def create_task(request: web.Request) -> web.Response:
     limit = service.config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return _error(413, f"request body larger than {limit} bytes")
-    raw = await request.read()  # client_max_size stops chunked bodies over the limit (413)
+    try:
+        raw = await request.read()  # client_max_size stops chunked bodies over the limit
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"request body larger than {limit} bytes")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -80,6 +83,14 @@ async def get_task(request: web.Request) -> web.Response:
     who = _principal(request)
     task_id = _int_id(request.match_info["id"], "task")
     return web.json_response(request.app[SERVICE].get_task(who, task_id))
+
+
+async def kill_task(request: web.Request) -> web.Response:
+    who = _principal(request)
+    task_id = _int_id(request.match_info["id"], "task")
+    nodes = request.app[SERVICE].kill_targets(who, task_id)
+    answers = await request.app[SOCKETS].kill(task_id, nodes)
+    return web.json_response({"task_id": task_id, "nodes": answers})
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -99,5 +110,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/version", version)
     app.router.add_post("/api/task", create_task)
     app.router.add_get("/api/task/{id}", get_task)
+    app.router.add_post("/api/task/{id}/kill", kill_task)
     app.router.add_get("/api/run/{id}", get_run)
     app.router.add_get("/api/node", list_nodes)

@@ -172,6 +172,18 @@ class Service:
             return []
         return [Message(event, data, researcher_room(task["owner"]))]
 
+    def kill_targets(self, who: Principal, task_id: int) -> list[str]:
+        """The nodes that still have an unfinished run of the task (checked: who may kill it)."""
+        task = self.store.task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        if isinstance(who, Container):
+            if task["parent_id"] != who.claims.task_id:
+                raise Forbidden("a container token may kill only its own subtasks")
+        else:
+            self._check_read(who, task)
+        return [r["node_id"] for r in self.store.runs_of_task(task_id) if r["status"] not in TERMINAL]
+
     # --- reading back ---------------------------------------------------------------------
     def _check_read(self, who: Principal, task: dict) -> None:
         if isinstance(who, Researcher):

@@ -23,6 +23,28 @@ class SocketHandlers:
                      "run_result", "command_rejected", "command_request"):
             sio.on(name, getattr(self, "on_" + name))
 
+    async def close(self) -> None:
+        """Hang up on every client so the web server can stop without waiting for them."""
+        for sid in list(self.peers):
+            await self.sio.disconnect(sid)
+        await self.sio.shutdown()
+
+    async def kill(self, task_id: int, node_ids: list[str], timeout: float = 10.0) -> dict:
+        """Ask each node to kill the task's runs; returns each node's answer (or why none)."""
+
+        async def ask(node_id: str):
+            sids = [sid for sid, peer in self.peers.items() if peer == ("node", node_id)]
+            if not sids:
+                return node_id, {"error": "node offline"}
+            try:
+                answer = await self.sio.call("kill_task", {"task_id": task_id}, to=sids[-1],
+                                             timeout=timeout)
+            except socketio.exceptions.TimeoutError:
+                return node_id, {"error": "node did not answer in time"}
+            return node_id, answer
+
+        return dict(await asyncio.gather(*(ask(n) for n in node_ids)))
+
     async def send(self, messages: list[Message]) -> None:
         for m in messages:
             await self.sio.emit(m.event, m.data, room=m.room)
@@ -33,11 +55,11 @@ class SocketHandlers:
         if isinstance(key, str) and key in config.node_keys:
             node_id = config.node_keys[key]
             self.peers[sid] = ("node", node_id)
-            await self.sio.enter_room(sid, node_room(node_id))
             self.service.store.node_seen(node_id, online=True)
             log.info("node %s connected", node_id)
-            # The client only counts as connected once this handler has returned.
-            self.sio.start_background_task(self._resend_pending, sid, node_id)
+            # The client counts as connected only once this handler has returned; events sent
+            # before that could be dropped, so joining the room and resending happen after.
+            self.sio.start_background_task(self._join_and_resend, sid, node_id)
         elif isinstance(key, str) and key in config.researcher_keys:
             name = config.researcher_keys[key]
             self.peers[sid] = ("researcher", name)
@@ -47,13 +69,17 @@ class SocketHandlers:
             log.warning("connection refused: invalid api key")
             raise socketio.exceptions.ConnectionRefusedError("invalid api key")
 
-    async def _resend_pending(self, sid: str, node_id: str) -> None:
+    async def _join_and_resend(self, sid: str, node_id: str) -> None:
         for _ in range(500):
             if self.sio.manager.is_connected(sid, NAMESPACE):
                 break
             await asyncio.sleep(0.01)
         else:
             return
+        # No suspension between joining and reading the pending runs: a run created before
+        # is resent, one created after is emitted to the room (at worst both; nodes ignore
+        # run ids they have seen).
+        await self.sio.enter_room(sid, node_room(node_id))
         commands = self.service.pending_commands(node_id)
         for command in commands:
             await self.sio.emit("command", command, to=sid)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -107,12 +106,24 @@ class FakeNode:
 
     def __init__(self, url: str, node_id: str, responder: Callable[["FakeNode", dict], None] | None = None):
         self.url, self.node_id = url, node_id
-        self.commands: list[dict] = []
+        self.commands: list[dict] = []   # first receipt of each run id, as a node keeps them
+        self.received = 0                 # every receipt, resends included
         self.responder = responder
         self.sio = socketio.Client(reconnection=False)
+        self.kills: list[dict] = []
         self.sio.on("command", self._on_command)
+        self.sio.on("kill_task", self._on_kill)
+
+    def _on_kill(self, data: dict) -> dict:
+        self.kills.append(data)
+        mine = [c["run_id"] for c in self.commands if c.get("task_id", c["run_id"]) == data.get("task_id")]
+        return {"killed": mine, "not_running": [], "unknown": [] if mine else [data.get("task_id")]}
 
     def _on_command(self, data: dict) -> None:
+        self.received += 1
+        # Like the real node: a run id seen before is a (harmless) resend.
+        if any(c.get("run_id") == data.get("run_id") for c in self.commands):
+            return
         self.commands.append(data)
         if self.responder is not None:
             # Handlers run on the client's reader thread; acks need that thread free.

@@ -22,6 +22,7 @@ class ServeSettings:
     images: list[Path] = field(default_factory=list)
     history: int = 5000
     host: str = "127.0.0.1"
+    bookmark_interval: float = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="extra image registry YAML (repeatable)")
     s.add_argument("--history", type=int, default=5000,
                    help="watch events kept for resuming (older resourceVersions get 410)")
+    s.add_argument("--bookmark-interval", type=float, default=60.0,
+                   help="seconds between BOOKMARK events on watches that allow them")
     s.add_argument("--log-level", default="INFO")
     sub.add_parser("demo", help="run the whole demo stack", add_help=False)
     return p
@@ -51,7 +54,8 @@ async def _serve(settings: ServeSettings) -> int:
     kc_path = settings.state_dir / "kubeconfig"
     kc_path.unlink(missing_ok=True)  # a stale file would look like a ready cluster
     store = Store(history=settings.history)
-    api = ApiSettings(token=secrets.token_urlsafe(32), state_dir=settings.state_dir)
+    api = ApiSettings(token=secrets.token_urlsafe(32), state_dir=settings.state_dir,
+                      bookmark_interval=settings.bookmark_interval)
     runner = web.AppRunner(make_app(store, api), shutdown_timeout=2.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(state_dir=args.state_dir.resolve(), port=args.port,
-                             images=[p.resolve() for p in args.images], history=args.history)
+                             images=[p.resolve() for p in args.images], history=args.history,
+                             bookmark_interval=args.bookmark_interval)
     return asyncio.run(_serve(settings))
 
 

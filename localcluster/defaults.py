@@ -7,13 +7,14 @@ port protocol TCP, status.phase Pending and qosClass on create); Job (parallelis
 backoffLimit 6, completionMode NonIndexed, suspend false, selector and template labels with the
 controller uid unless manualSelector); Namespace (phase Active, kubernetes.io/metadata.name
 label); Service (type ClusterIP, allocated clusterIP, targetPort = port); Secret (type Opaque);
-NetworkPolicy (policyTypes).
+NetworkPolicy (policyTypes); Secret stringData merged into data.
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
 import itertools
-from typing import Any, Callable
+from typing import Callable
 
 from localcluster.resources import (DEPLOYMENTS, JOBS, NAMESPACES, NETWORKPOLICIES, PODS, SECRETS,
                                     SERVICES, Resource)
@@ -160,6 +161,13 @@ def _service(obj: dict, creating: bool, old: dict | None) -> None:
 
 def _secret(obj: dict, creating: bool, old: dict | None) -> None:
     obj.setdefault("type", "Opaque")
+    # stringData is write-only: the API server merges it into data (base64) and drops it.
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict):
+        data = obj.setdefault("data", {})
+        if isinstance(data, dict):
+            for k, v in string_data.items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
 
 
 def _network_policy(obj: dict, creating: bool, old: dict | None) -> None:

@@ -1,5 +1,6 @@
-"""Container logs as the kubelet keeps them: ``<state>/pods/<ns>_<pod>_<uid>/logs/<container>/
-<restartCount>.log`` in the CRI log format; they stay until the pod is deleted.
+"""Container logs as the kubelet keeps them: ``<state>/pods/<ns>_<pod>_<uid>/<container>/
+<restartCount>.log`` in the CRI log format (layout shared with the API server through
+`localcluster.podlogs`); they stay until the pod is deleted.
 
 `read_log` is what the API server serves at ``pods/{name}/log``.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from localcluster import podlogs
 from localcluster.runtime.base import parse_log_line
 
 
@@ -26,7 +28,9 @@ def pod_dir(state_dir: Path, pod: dict) -> Path:
 
 
 def log_file(state_dir: Path, pod: dict, container: str, restart_count: int) -> Path:
-    return pod_dir(state_dir, pod) / "logs" / container / f"{restart_count}.log"
+    meta = pod["metadata"]
+    return podlogs.log_path(state_dir, meta["namespace"], meta["name"], meta["uid"], container,
+                            restart_count)
 
 
 def _container_names(pod: dict) -> list[str]:

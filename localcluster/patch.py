@@ -1,5 +1,14 @@
-"""Patch application: JSON merge patch (RFC 7386), strategic merge (treated as merge with lists
-replaced, a documented simplification) and JSON patch (RFC 6902)."""
+"""Patch application: JSON merge patch (RFC 7386), strategic merge patch and JSON patch
+(RFC 6902).
+
+Strategic merge follows the Kubernetes rules for the lists that have a merge key in the core
+types (``_MERGE_KEYS``: containers, volumes, env, ports, ownerReferences, conditions, ...):
+elements are merged by that key, ``{"$patch": "delete"}`` removes one, ``metadata.finalizers``
+merges as a set and ``$deleteFromPrimitiveList/<field>`` removes values. Other lists are
+replaced. ``$patch: replace`` on a map replaces it. ``$setElementOrder`` and ``$retainKeys``
+directives are accepted and ignored (a simplification: element order is the old order followed
+by new elements).
+"""
 from __future__ import annotations
 
 import copy
@@ -23,6 +32,70 @@ def merge_patch(target: Any, patch: Any) -> Any:
             out.pop(k, None)
         else:
             out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+# field name → merge key of its list elements (from the patchMergeKey tags of the core types)
+_MERGE_KEYS = {
+    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
+    "volumes": "name", "env": "name", "imagePullSecrets": "name", "resourceClaims": "name",
+    "volumeMounts": "mountPath", "volumeDevices": "devicePath", "ownerReferences": "uid",
+    "conditions": "type", "hostAliases": "ip", "topologySpreadConstraints": "topologyKey",
+}
+_SET_LISTS = {"finalizers"}  # lists of primitives with patchStrategy merge
+
+
+def _port_key(items: list) -> str | None:
+    for it in items:
+        if isinstance(it, dict):
+            return "containerPort" if "containerPort" in it else "port"
+    return None
+
+
+def strategic_merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+    if patch.get("$patch") == "delete":
+        return None
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if k.startswith("$deleteFromPrimitiveList/"):
+            field = k.split("/", 1)[1]
+            if isinstance(out.get(field), list) and isinstance(v, list):
+                out[field] = [x for x in out[field] if x not in v]
+            continue
+        if k.startswith(("$setElementOrder/", "$retainKeys", "$patch")):
+            continue
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, list):
+            out[k] = _merge_list(k, out.get(k), v)
+        else:
+            out[k] = strategic_merge(out.get(k), v)
+    return out
+
+
+def _merge_list(field: str, old: Any, new: list) -> list:
+    if not isinstance(old, list):
+        old = []
+    if field in _SET_LISTS:
+        return list(old) + [x for x in new if x not in old]
+    key = _MERGE_KEYS.get(field) or (_port_key(new + old) if field == "ports" else None)
+    if key is None or not all(isinstance(x, dict) for x in new + old):
+        return [copy.deepcopy(x) for x in new if not (isinstance(x, dict)
+                                                      and x.get("$patch") == "delete")]
+    out = [copy.deepcopy(x) for x in old]
+    for item in new:
+        idx = next((i for i, o in enumerate(out) if o.get(key) == item.get(key)), None)
+        if item.get("$patch") == "delete":
+            if idx is not None:
+                del out[idx]
+        elif idx is None:
+            out.append(strategic_merge({}, item))
+        else:
+            out[idx] = strategic_merge(out[idx], item)
     return out
 
 
@@ -118,6 +191,8 @@ def apply_patch(obj: dict, patch: Any, patch_type: str) -> dict:
     if patch_type in ("merge", "strategic"):
         if not isinstance(patch, dict):
             raise bad_request("merge patch body must be a JSON object")
+        if patch_type == "strategic":
+            return strategic_merge(copy.deepcopy(obj), patch)
         return merge_patch(copy.deepcopy(obj), patch)
     if patch_type == "json":
         out = json_patch(obj, patch)

@@ -76,6 +76,10 @@ class Image:
 def parse_reference(ref: str) -> ImageRef:
     """Split an image reference; raise InvalidImageName when it does not parse."""
     m = _REFERENCE.match(ref or "")
+    first = ref.split("/", 1)[0] if "/" in (ref or "") else ""
+    if m and first and first != first.lower() and not (
+            "." in first or ":" in first or first == "localhost"):
+        m = None  # not a registry host, so a path component, which must be lower case
     if not m or len(ref) > 255:
         raise InvalidImageName(f'Failed to apply default image tag "{ref}": couldn\'t parse image '
                                f'name "{ref}": invalid reference format')

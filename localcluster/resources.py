@@ -24,6 +24,9 @@ class Resource:
     field_labels: tuple[str, ...] = ()  # extra field-selector labels besides metadata.name/namespace
     short_names: tuple[str, ...] = ()
     singular: str = ""
+    # DELETE answers with the object (as the real registry for pods, services, service
+    # accounts) rather than a Success Status once the object is gone.
+    delete_returns_object: bool = False
 
     @property
     def api_version(self) -> str:
@@ -50,8 +53,10 @@ NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False, ("status",),
 PODS = Resource("", "v1", "pods", "Pod", True, ("status", "log"),
                 ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
                  "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
-                 "status.podIP", "status.nominatedNodeName"), ("po",))
-SERVICES = Resource("", "v1", "services", "Service", True, ("status",), (), ("svc",))
+                 "status.podIP", "status.nominatedNodeName"), ("po",),
+                delete_returns_object=True)
+SERVICES = Resource("", "v1", "services", "Service", True, ("status",), (), ("svc",),
+                    delete_returns_object=True)
 SECRETS = Resource("", "v1", "secrets", "Secret", True, (), ("type",))
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap", True, (), (), ("cm",))
 EVENTS = Resource("", "v1", "events", "Event", True, (),
@@ -59,7 +64,8 @@ EVENTS = Resource("", "v1", "events", "Event", True, (),
                    "involvedObject.uid", "involvedObject.apiVersion",
                    "involvedObject.resourceVersion", "involvedObject.fieldPath",
                    "reason", "reportingComponent", "source", "type"), ("ev",))
-SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, (), (), ("sa",))
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, (), (), ("sa",),
+                           delete_returns_object=True)
 JOBS = Resource("batch", "v1", "jobs", "Job", True, ("status",), ("status.successful",))
 NETWORKPOLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True,
                            (), (), ("netpol",))

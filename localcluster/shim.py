@@ -9,7 +9,8 @@ SPEC.json: ``{"argv", "env", "cwd", "mounts": [{"source", "target", "readonly"}]
 "root_readonly", "uid", "gid", "groups", "no_new_privs", "capabilities" (names kept in the
 bounding set; null = Docker's default set for uid 0, none otherwise), "cgroups" (cgroup
 directories to join), "reachable" (paths the uid must be able to reach, e.g. the interpreter),
-"namespace" (false: no mount setup, identity unchanged — the non-root fallback), "error_file"}``.
+"namespace" (false: no mount setup, identity unchanged — the non-root fallback), "error_file",
+"parent_pid" (the cluster process: the container gets SIGKILL when it dies)}``.
 
 On a setup failure the shim writes the reason to ``error_file`` and exits 128, so the runtime can
 report it (as a container runtime reports StartError / CreateContainerError).
@@ -21,6 +22,7 @@ import ctypes.util
 import errno
 import json
 import os
+import signal
 import stat
 import sys
 
@@ -30,6 +32,7 @@ MS_NODEV = 4
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
+PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 SETUP_FAILED = 128
@@ -252,6 +255,11 @@ def run(spec: dict) -> None:
         make_reachable(needed, uid, gids)
         setup_mounts(spec)
         become(spec)
+    # the container dies with the cluster process even if that is killed without cleaning up;
+    # set after the uid change, which would clear it
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if spec.get("parent_pid") and os.getppid() != spec["parent_pid"]:
+        raise SetupError("the local cluster process is gone")
     if spec.get("no_new_privs", True):
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
     cwd = spec.get("cwd")

@@ -132,7 +132,9 @@ class Stack:
             self.kubeconfig = Path(kubeconfig)
         else:
             from localcluster.testing import LocalCluster
-            self.cluster = LocalCluster(state_dir=self.workdir / "cluster", **kwargs)
+            state_dir = self.workdir / "cluster"
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.cluster = LocalCluster(state_dir=state_dir, **kwargs)
             self.cluster.start()
             self.kubeconfig = Path(self.cluster.kubeconfig)
         self._ensure_namespace(JOBS_NAMESPACE)
@@ -168,7 +170,9 @@ class Stack:
         self.server_url = f"http://127.0.0.1:{self.server_port}"
 
     def restart_server(self) -> None:
-        self.procs.pop("server").stop()
+        old = self.procs.pop("server", None)
+        if old is not None:
+            old.stop()
         port = self.server_port
         path = self.workdir / "server_config.yaml"
         cfg = yaml.safe_load(path.read_text())

@@ -29,6 +29,10 @@ from node.workspace import OutputTooLarge, Workspace
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "v6.run-id"
+# A pod still creating its containers after this long may be stuck on a volume; only Events
+# tell (FailedMount), so they are read for such pods, at this interval.
+EVENT_CHECK_INTERVAL = 1.0
+STUCK_AFTER = 2.0
 LOG_LIMIT = 1 << 20  # per container
 
 
@@ -42,6 +46,7 @@ class Run:
     pods: dict[str, dict] = field(default_factory=dict)
     status: TaskStatus | None = None
     killed: bool = False
+    status_since: float = 0.0
 
     @property
     def job_name(self) -> str:
@@ -99,19 +104,24 @@ class Agent:
             self._recover()
         except retry.Cancelled:
             return
+        next_check = time.monotonic() + EVENT_CHECK_INTERVAL
         while not self.stop_event.is_set():
             self.heartbeat = time.monotonic()
             try:
-                item = self.queue.get(timeout=1.0)
+                item = self.queue.get(timeout=EVENT_CHECK_INTERVAL)
             except queue.Empty:
-                continue
+                item = None
             try:
-                self._handle(item)
+                if item is not None:
+                    self._handle(item)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + EVENT_CHECK_INTERVAL
+                    self._check_stuck_pods()
             except retry.Cancelled:
                 return
             except Exception:  # one bad item must never take the node down
-                log.exception("error while handling %s", item[0])
-                if item[0] == "kill" and not item[2].done():
+                log.exception("error while handling %s", item[0] if item else "periodic check")
+                if item is not None and item[0] == "kill" and not item[2].done():
                     item[2].set_result({"error": "internal error"})
 
     def _handle(self, item: tuple) -> None:
@@ -333,11 +343,31 @@ class Agent:
         else:
             self._set_status(run, state.status, state.detail)
 
+    def _check_stuck_pods(self) -> None:
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.status != TaskStatus.INITIALIZING or run.job is None:
+                continue
+            if now - run.status_since < STUCK_AFTER:
+                continue
+            events = []
+            for name, pod in run.pods.items():
+                if (pod.get("status") or {}).get("phase") == "Pending":
+                    try:
+                        events += self.cluster.pod_events(name)
+                    except ClusterError as e:
+                        log.debug("events of pod %s unavailable: %s", name, e)
+            if events:
+                state = run_status(run.job, list(run.pods.values()), events=events)
+                if state.terminal:
+                    self._finish(run, state.status, state.detail)
+
     # -- endings -----------------------------------------------------------------------------------
     def _set_status(self, run: Run, status: TaskStatus, detail: str) -> None:
         if status == run.status:
             return
         run.status = status
+        run.status_since = time.monotonic()
         log.info("run %s: %s%s", run.run_id, status.value, f" ({detail})" if detail else "")
         self.reporter.status(StatusReport(node_id=self.config.node_id, run_id=run.run_id,
                                           task_id=run.task_id, parent_id=run.parent_id,

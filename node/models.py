@@ -13,8 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from node.config import DNS_LABEL_RE, LABEL_RE, NodeConfig, parse_quantity
 from node.errors import PayloadError
@@ -58,8 +57,8 @@ def has_failed(status: TaskStatus | str) -> bool:
 @dataclass(frozen=True)
 class Resources:
     """What the algorithm container gets: requests/limits as Kubernetes quantities, and GPUs."""
-    requests: Mapping[str, str]
-    limits: Mapping[str, str]
+    requests: dict[str, str]
+    limits: dict[str, str]
     gpu: int = 0
 
 
@@ -115,12 +114,21 @@ RICH_FIELDS = RICH_REQUIRED | {"parent_id", "arguments", "input", "resources", "
 _PROTOTYPE_ONLY = PROTOTYPE_FIELDS - RICH_FIELDS
 _RICH_ONLY = RICH_FIELDS - PROTOTYPE_FIELDS
 
-# Docker image reference grammar (distribution/reference), ASCII only.
+# Docker image reference grammar (distribution/reference), ASCII only. The first component is a
+# registry host only when it has a "." or ":" or is "localhost" (as Docker and the kubelet read it).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+_DOMAIN_RE = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+                        r"(?::[0-9]+)?", re.ASCII)
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-IMAGE_RE = re.compile(rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII)
+_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII)
+
+
+def valid_image_reference(ref: str) -> bool:
+    first, slash, rest = ref.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return _DOMAIN_RE.fullmatch(first) is not None and _PATH_RE.fullmatch(rest) is not None
+    return _PATH_RE.fullmatch(ref) is not None
 
 
 def show(value: object, limit: int = 60) -> str:
@@ -190,7 +198,7 @@ class _Checker:
         image = self.str_field("image", value, max_len=MAX_IMAGE_CHARS)
         if not image:
             raise self.fail("image must not be empty")
-        if IMAGE_RE.fullmatch(image) is None:
+        if not valid_image_reference(image):
             raise self.fail(f"image {show(image)} is not a valid image reference")
         return image
 
@@ -208,7 +216,7 @@ class _Checker:
             raise self.fail(f"token must be a string, got {_type_name(value)}")
         if not value:
             raise self.fail("token must not be empty")
-        if len(value.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES:
+        if len(value.encode("utf-8")) > MAX_TOKEN_BYTES:
             raise self.fail(f"token is larger than {MAX_TOKEN_BYTES} bytes")
         if any(c in value for c in "\r\n\0"):
             raise self.fail("token must not contain line breaks or NUL characters")
@@ -237,7 +245,7 @@ class _Checker:
         requests = dict(job.resources.requests)
         limits = dict(job.resources.limits)
         if value is None:
-            return Resources(MappingProxyType(requests), MappingProxyType(limits), 0)
+            return Resources(requests, limits, 0)
         if not isinstance(value, dict):
             raise self.fail(f"resources must be an object, got {_type_name(value)}")
         unknown = sorted(set(value) - {"cpu", "memory", "gpu"}, key=str)
@@ -266,7 +274,7 @@ class _Checker:
         if gpu > job.max_resources.gpu:
             raise self.fail(f"resources.gpu {gpu} is more than this node allows ({job.max_resources.gpu})",
                             TaskStatus.NOT_ALLOWED)
-        return Resources(MappingProxyType(requests), MappingProxyType(limits), gpu)
+        return Resources(requests, limits, gpu)
 
 
 def image_allowed(image: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -283,8 +291,8 @@ def image_allowed(image: str, patterns: tuple[str, ...] | list[str]) -> bool:
 
 
 def _payload_size(raw: dict) -> int:
-    return len(json.dumps(raw, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-               .encode("utf-8", "surrogatepass"))
+    # strict UTF-8: a lone surrogate ("\ud800" in the JSON) raises here, so later encodes cannot fail
+    return len(json.dumps(raw, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"))
 
 
 def parse_command(raw: object, config: NodeConfig) -> TaskCommand:
@@ -308,7 +316,7 @@ def _parse(raw: object, config: NodeConfig) -> TaskCommand:
     try:
         size = _payload_size(raw)
     except (TypeError, ValueError, RecursionError) as e:
-        raise c.fail("payload is not plain JSON (binary data, NaN or too deeply nested)") from e
+        raise c.fail("payload is not plain JSON (binary data, NaN, invalid Unicode or too deeply nested)") from e
     if size > config.limits.max_payload_bytes:
         raise c.fail(f"payload is too large ({size} bytes, at most {config.limits.max_payload_bytes})")
     if not all(isinstance(k, str) for k in raw):
@@ -345,7 +353,7 @@ def _prototype(c: _Checker, raw: dict, run_id: int) -> TaskCommand:
     image = c.image(raw["image"])
     c.policy(image, databases)
     return TaskCommand(run_id=run_id, task_id=run_id, parent_id=None, image=image, arguments=args,
-                       input_bytes=docker_input.encode("utf-8", "surrogatepass"), databases=databases,
+                       input_bytes=docker_input.encode("utf-8"), databases=databases,
                        token=token, resources=c.resources(None), deadline_seconds=c.deadline(None),
                        shape="prototype")
 
@@ -364,7 +372,7 @@ def _rich(c: _Checker, raw: dict, run_id: int) -> TaskCommand:
             raise c.fail(f"arguments[{i}] must be a string, got {_type_name(a)}")
         if "\0" in a:
             raise c.fail(f"arguments[{i}] contains a NUL character")
-    input_bytes = json.dumps(raw.get("input"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    input_bytes = json.dumps(raw.get("input"), ensure_ascii=False).encode("utf-8")
     token = c.token(raw["token"])
     databases = c.databases("databases", raw["databases"])
     image = c.image(raw["image"])

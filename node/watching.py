@@ -53,6 +53,7 @@ class Watcher(threading.Thread):
                 if rv is None:
                     items, rv = self.cluster.list_objects(self.kind, self.selector)
                     self.sink(("sync", self.kind, items))
+                    self.healthy.set()
                 for event in self.cluster.watch(self.kind, self.selector, rv,
                                                 self.timeout_seconds, self._set_response):
                     self.healthy.set()

@@ -25,7 +25,7 @@ USAGE = "usage: python -m algorithms.avg [<csv path> <column> <output path>]"
 def prototype(args: list[str]) -> None:
     csv_path, column, output = args
     value = stats.mean(stats.read_column(Path(csv_path), column))
-    write_output(Path(output), f"{value}\n")
+    write_output(Path(output), str(value))  # the bare number, as the prototype wrote
     print(f"mean of {column!r}: {value}")
 
 

@@ -42,6 +42,9 @@ class ServerClient:
         self.timeout = timeout
         self._clock = clock
         self._sleep = sleep
+        # The node's proxy is the server's address here, not a forward proxy: ignore any
+        # HTTP(S)_PROXY in the environment so requests go straight to it.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     @classmethod
     def from_env(cls, env: AlgorithmEnv, **kwargs: Any) -> "ServerClient":
@@ -61,14 +64,15 @@ class ServerClient:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with self._opener.open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raise ServerError(f"{method} {path} failed: HTTP {e.code}: {_error_text(e)}",
-                              status=e.code) from e
+                              status=e.code, transient=e.code in TRANSIENT_HTTP) from e
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise ServerError(f"{method} {path} failed: cannot reach {self.base_url}: {reason}") from e
+            raise ServerError(f"{method} {path} failed: cannot reach {self.base_url}: {reason}",
+                              transient=True) from e
         try:
             return json.loads(raw) if raw else None
         except json.JSONDecodeError as e:
@@ -123,7 +127,7 @@ class ServerClient:
                 if last and all(_finished(run) for run in last):
                     return last
             except ServerError as e:
-                if e.status is not None and e.status not in TRANSIENT_HTTP:
+                if not e.transient:
                     raise
                 last_error = e
                 log.warning("polling task %s: %s (will retry)", task_id, e)
@@ -144,6 +148,8 @@ class ServerClient:
             raise ServerError(f"GET /task/{task_id}: answer has no list of runs")
         result = []
         for run in runs:
+            if not isinstance(run, dict) or not isinstance(run.get("id"), int):
+                raise ServerError(f"GET /task/{task_id}: malformed run {run!r:.200}")
             # The task view may list runs without their results; the run view has them.
             if _needs_detail(run):
                 run = self.get_run(run["id"])

@@ -166,7 +166,9 @@ def load_env(environ: Mapping[str, str] | None = None) -> AlgorithmEnv:
 
 def missing_vars(environ: Mapping[str, str]) -> list[str]:
     """The expected variables (CONTRACTS §5) that are unset or empty, database ones included."""
-    missing = [name for name in EXPECTED_VARS if not environ.get(name)]
+    # A task may ask for no database: DATABASE_LABELS is then set but empty.
+    missing = [name for name in EXPECTED_VARS
+               if name not in environ or (not environ[name] and name != "DATABASE_LABELS")]
     for label in (p.strip() for p in environ.get("DATABASE_LABELS", "").split(",")):
         if label:
             suffix = label_env_suffix(label)

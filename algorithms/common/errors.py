@@ -35,9 +35,10 @@ class ServerError(AlgorithmError):
 
     exit_code = 4
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, transient: bool = False) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = status        # the HTTP status, when the server answered
+        self.transient = transient  # worth retrying: unreachable, overloaded or restarting
 
 
 class SubtaskError(ServerError):

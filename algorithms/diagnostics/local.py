@@ -81,9 +81,10 @@ def check_input_read_only(env: AlgorithmEnv) -> Check:
     attempts: list[tuple[str, str | None]] = []
     for path in input_files(env):
         attempts.append((f"open {path} for writing", try_write_open(path)))
-    if env.input_file is not None:
-        attempts.append((f"create a file in {env.input_file.parent}",
-                         try_create(env.input_file.parent)))
+    # The directories holding them too: the task directory and the databases' /app/input/csv.
+    directories = dict.fromkeys(p.parent for p in input_files(env))
+    for directory in directories:
+        attempts.append((f"create a file in {directory}", try_create(directory)))
     if not attempts:
         return undecided("input_read_only", "no input paths in the env")
     allowed = [what for what, err in attempts if err is None]

@@ -1,17 +1,16 @@
 """aiohttp application: auth, metrics, faults, error translation and the REST verbs."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from localcluster import podlogs
 from localcluster.apiserver import discovery, routing, watching
 from localcluster.errors import ApiError, bad_request
 from localcluster.faults import REASONS, FaultConfigError, Faults
@@ -71,7 +70,8 @@ async def api_middleware(request: web.Request, handler):
             except ApiError:
                 target = None
         verb = _verb(request, target)
-        app[METRICS].count(verb, target.metric_resource if target else request.path)
+        app[METRICS].count(verb, target.metric_resource if target
+                           else request.path.rstrip("/") or "/")
         code = app[FAULTS].pick_error(verb)
         if code is not None:
             raise ApiError(code, REASONS[code], f"injected fault ({code})")
@@ -186,7 +186,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
             raise ApiError(405, "MethodNotAllowed", "delete is not allowed on a subresource")
         opts = await _delete_options(request)
         obj = store.delete(t.res, t.namespace, t.name, **opts)
-        if store.try_get(t.res, t.namespace, t.name) is not None or t.res == PODS:
+        if store.try_get(t.res, t.namespace, t.name) is not None or t.res.delete_returns_object:
             return _json(obj)
         details = {"name": t.name, "kind": t.res.plural, "uid": obj["metadata"]["uid"]}
         if t.res.group:
@@ -241,44 +241,65 @@ def _int_param(q, name: str) -> int | None:
         raise bad_request(f"{name} must be an integer") from None
 
 
-async def _pod_log(request: web.Request, t: routing.Target) -> web.Response:
+async def _pod_log(request: web.Request, t: routing.Target) -> web.StreamResponse:
+    # The kubelet owns the log layout and format (localcluster.kubelet_logs).
+    try:
+        from localcluster import kubelet_logs
+    except ImportError as e:
+        raise ApiError(503, "ServiceUnavailable", "pod logs are not available") from e
     store = request.app[STORE]
     pod = store.get(PODS, t.namespace, t.name)
     q = request.query
-    names = [c["name"] for c in pod["spec"].get("containers", [])]
-    container = q.get("container")
-    if not container:
-        if len(names) != 1:
-            raise bad_request(f"a container name must be specified for pod {t.name}, "
-                              f"choose one of: [{' '.join(names)}]")
-        container = names[0]
-    statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses") or []}
-    all_names = names + [c["name"] for c in pod["spec"].get("initContainers") or []]
-    if container not in all_names:
-        raise bad_request(f"container {container} is not valid for pod {t.name}")
-    status = statuses.get(container)
-    restarts = int((status or {}).get("restartCount", 0))
-    if q.get("previous") in ("true", "1"):
-        if restarts == 0:
-            raise bad_request(f'previous terminated container "{container}" in pod '
-                              f'"{t.name}" not found')
-        restarts -= 1
     state_dir = request.app[SETTINGS].state_dir
-    path = podlogs.log_path(state_dir, t.namespace, t.name, pod["metadata"]["uid"], container,
-                            restarts) if state_dir else None
-    if path is None or not path.exists():
-        waiting = ((status or {}).get("state") or {}).get("waiting")
-        if status is None or waiting:
-            reason = (waiting or {}).get("reason", "ContainerCreating")
-            raise bad_request(f'container "{container}" in pod "{t.name}" is waiting to start: '
-                              f"{reason}")
-        return web.Response(body=b"", content_type="text/plain")
-    since = _int_param(q, "sinceSeconds")
-    data = podlogs.render(path.read_bytes(), timestamps=q.get("timestamps") in ("true", "1"),
-                          tail_lines=_int_param(q, "tailLines"),
-                          since_time=time.time() - since if since is not None else None,
-                          limit_bytes=_int_param(q, "limitBytes"))
-    return web.Response(body=data, content_type="text/plain")
+    if state_dir is None:
+        raise ApiError(503, "ServiceUnavailable", "pod logs are not available")
+    opts = {"tail_lines": _int_param(q, "tailLines"), "limit_bytes": _int_param(q, "limitBytes"),
+            "timestamps": q.get("timestamps") in ("true", "1")}
+    previous = q.get("previous") in ("true", "1")
+    try:
+        if q.get("follow") in ("true", "1") and not previous:
+            path = kubelet_logs.resolve_log_path(state_dir, pod, q.get("container"))
+            return await _follow_log(request, t, path, q.get("container"), kubelet_logs, opts)
+        text = kubelet_logs.read_log(state_dir, pod, q.get("container"), previous=previous,
+                                     since_seconds=_int_param(q, "sinceSeconds"), **opts)
+    except kubelet_logs.LogError as e:
+        raise ApiError(e.code, REASONS.get(e.code, "BadRequest"), e.message) from e
+    return web.Response(text=text, content_type="text/plain")
+
+
+def _running(pod: dict | None, container: str | None) -> bool:
+    if pod is None:
+        return False
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container in (None, cs.get("name")):
+            return "running" in (cs.get("state") or {})
+    return False
+
+
+async def _follow_log(request: web.Request, t: routing.Target, path: Path,
+                      container: str | None, kubelet_logs, opts: dict) -> web.StreamResponse:
+    """Stream the log while the container runs (follow=true)."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    store = request.app[STORE]
+    offset = 0
+    first = True
+    while True:
+        data = path.read_bytes()[offset:] if path.exists() else b""
+        complete = data[:data.rfind(b"\n") + 1]
+        if complete:
+            offset += len(complete)
+            text = kubelet_logs.format_records(
+                complete, timestamps=opts["timestamps"],
+                tail_lines=opts["tail_lines"] if first else None)
+            await resp.write(text.encode())
+        first = False
+        if not complete and not _running(store.try_get(PODS, t.namespace, t.name), container):
+            break
+        await asyncio.sleep(0.2)
+    await resp.write_eof()
+    return resp
 
 
 # ------------------------------------------------------------------------ /localcluster/*
@@ -310,12 +331,11 @@ def make_app(store: Store, settings: ApiSettings) -> web.Application:
     app[METRICS] = Metrics()
     app[FAULTS] = Faults()
     r = app.router
-    r.add_get("/version", version)
-    r.add_get("/api", core_versions)
-    r.add_get("/apis", groups)
-    r.add_get("/api/v1", api_v1)
-    r.add_get("/apis/{group}", apis_group)
-    r.add_get("/apis/{group}/{version}", apis_group_version)
+    for path, handler in (("/version", version), ("/api", core_versions), ("/apis", groups),
+                          ("/api/v1", api_v1), ("/apis/{group}", apis_group),
+                          ("/apis/{group}/{version}", apis_group_version)):
+        r.add_get(path, handler)
+        r.add_get(path + "/", handler)  # clients ask for "/version/" too
     for prefix in ("/api/v1/{tail:.+}", "/apis/{group}/{version}/{tail:.+}"):
         r.add_route("*", prefix, resource)
     r.add_get("/localcluster/metrics", get_metrics)

@@ -44,7 +44,7 @@ def resolve(path: str) -> Target:
             if sub is not None and sub not in res.subresources:
                 raise _not_found(path)
             return Target(res, rest[1], rest[3] if len(rest) >= 4 else None, sub)
-        if group == "" and len(rest) == 3 and rest[2] in NAMESPACES.subresources + ("finalize",):
+        if group == "" and len(rest) == 3 and rest[2] in NAMESPACES.subresources:
             return Target(NAMESPACES, None, rest[1], rest[2])
         raise _not_found(path)
     res = lookup(group, version, rest[0])

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 1800.0  # the real API server's min-request-timeout
 BOOKMARK_INTERVAL = 60.0
+_LIVENESS = 5.0  # how often an idle watch checks that its client is still there
 
 
 def _line(event_type: str, obj: dict) -> bytes:
@@ -54,6 +55,7 @@ async def serve_watch(request: web.Request, store: Store, faults: Faults, target
     cut_mode = faults.config.watch_cut_mode
     resp = await _start(request)
     deadline = time.monotonic() + timeout
+    last_bookmark = time.monotonic()
     sent = 0
     it = watch.__aiter__()
     try:
@@ -66,11 +68,14 @@ async def serve_watch(request: web.Request, store: Store, faults: Faults, target
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wait = min(remaining, bookmark_interval) if bookmarks else remaining
+            wait = min(remaining, bookmark_interval if bookmarks else remaining, _LIVENESS)
             try:
                 event_type, obj = await asyncio.wait_for(it.__anext__(), wait)
             except asyncio.TimeoutError:
-                if bookmarks and time.monotonic() < deadline:
+                if request.transport is None or request.transport.is_closing():
+                    return resp  # the client went away
+                if bookmarks and time.monotonic() >= last_bookmark + bookmark_interval:
+                    last_bookmark = time.monotonic()
                     await resp.write(_line("BOOKMARK", {
                         "kind": target.res.kind, "apiVersion": target.res.api_version,
                         "metadata": {"resourceVersion": store.resource_version}}))
@@ -79,13 +84,9 @@ async def serve_watch(request: web.Request, store: Store, faults: Faults, target
                 break  # the store closed the watch (shutdown)
             await resp.write(_line(event_type, obj))
             sent += 1
-    except (ConnectionResetError, asyncio.CancelledError):
-        watch.close()
-        raise
-    finally:
-        watch.close()
-    try:
         await resp.write_eof()
     except ConnectionResetError:
-        pass
+        pass  # the client went away
+    finally:
+        watch.close()
     return resp

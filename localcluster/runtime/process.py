@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +45,14 @@ _LINE_LIMIT = 16 * 1024  # longer lines are split into partial (P) log records, 
 class ProcessContainer(Container):
     id: str
     spec: ContainerSpec
-    proc: asyncio.subprocess.Process
+    proc: subprocess.Popen
     started_at: object
     dir: Path
     cgroups: list[Path]
     pumps: list[asyncio.Task] = field(default_factory=list)
+    transports: list = field(default_factory=list)
+    exited: asyncio.Future | None = None
+    pidfd: int = -1
     done: asyncio.Future | None = None
     stopping: bool = False
 
@@ -72,8 +76,8 @@ class ProcessRuntime(Runtime):
 
     def _make_cgroups(self, spec: ContainerSpec) -> list[Path]:
         made: list[Path] = []
-        wanted = [("memory", spec.memory_limit is not None or True),
-                  ("cpu", spec.cpu_limit_millis is not None)]
+        # a memory cgroup always: it also finds every process of the container when stopping
+        wanted = [("memory", True), ("cpu", spec.cpu_limit_millis is not None)]
         for controller, want in wanted:
             if not want:
                 continue
@@ -125,7 +129,7 @@ class ProcessRuntime(Runtime):
             "capabilities": spec.capabilities, "cgroups": [str(c) for c in cgroups],
             "reachable": [sys.base_prefix, sys.prefix, str(REPO_ROOT),
                           str(Path(self.python).parent)],
-            "namespace": self.root, "error_file": str(error_file),
+            "namespace": self.root, "error_file": str(error_file), "parent_pid": os.getpid(),
         }
         spec_path = cdir / "spec.json"
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -135,27 +139,48 @@ class ProcessRuntime(Runtime):
         if self.root:
             argv = ["unshare", "--mount", "--propagation", "private", *argv]
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            # plain Popen + pidfd: asyncio's subprocess wait() would also wait for the pipes,
+            # which a leftover background process can hold open
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=w_out, stderr=w_err,
+                start_new_session=True, close_fds=True,
                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
         except OSError as e:
+            for fd in (r_out, r_err):
+                os.close(fd)
             for cg in cgroups:
                 _remove_cgroup(cg)
             raise CreateContainerError(f"cannot start the container process: {e}") from e
+        finally:
+            os.close(w_out)
+            os.close(w_err)
         c = ProcessContainer(id=spec.id, spec=spec, proc=proc, started_at=now(), dir=cdir,
                              cgroups=cgroups)
+        c.exited = loop.create_future()
+        c.pidfd = os.pidfd_open(proc.pid)
+        loop.add_reader(c.pidfd, lambda: c.exited.done() or c.exited.set_result(None))
         logf = open(spec.log_path, "ab")
-        c.pumps = [asyncio.ensure_future(_pump(proc.stdout, "stdout", logf)),
-                   asyncio.ensure_future(_pump(proc.stderr, "stderr", logf))]
+        for fd, name in ((r_out, "stdout"), (r_err, "stderr")):
+            reader = asyncio.StreamReader(limit=2 ** 20)
+            transport, _ = await loop.connect_read_pipe(
+                lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(fd, "rb", buffering=0))
+            c.transports.append(transport)
+            c.pumps.append(asyncio.ensure_future(_pump(reader, name, logf)))
         c.done = asyncio.ensure_future(self._supervise(c, logf))
         self._containers[c.id] = c
         return c
 
     async def _supervise(self, c: ProcessContainer, logf) -> ExitStatus:
         try:
-            rc = await c.proc.wait()
+            await c.exited
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(c.pidfd)
+            os.close(c.pidfd)
+            rc = c.proc.wait()
             finished = now()
             # the container ends with its main process, as in a real runtime: kill what is left
             self._signal_all(c, signal.SIGKILL)
@@ -163,6 +188,8 @@ class ProcessRuntime(Runtime):
                 await asyncio.wait_for(asyncio.gather(*c.pumps, return_exceptions=True), 2.0)
             for t in c.pumps:
                 t.cancel()
+            for tr in c.transports:
+                tr.close()
             return self._exit_status(c, rc, finished)
         finally:
             logf.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from conftest import REPO, run_algorithm, write_csv
+from .helpers import REPO, run_algorithm, write_csv
 
 EMPLOYEES = REPO / "algorithms" / "avg" / "data" / "employees.csv"
 EMPLOYEE_AGES = [34, 45, 29, 52, 38, 41]

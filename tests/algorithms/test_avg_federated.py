@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from conftest import FakeApi, make_pod, run_algorithm, write_csv
+from .helpers import FakeApi, make_pod, run_algorithm, write_csv
 
 NODE_DATA = {
     "node-a": [20, 30, 40],

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, FakeApi, make_pod, run_algorithm, write_csv
+from .helpers import REPO, FakeApi, make_pod, run_algorithm, write_csv
 
 CATEGORIES = ("kubernetes_api", "node", "pods", "outside")
 
@@ -42,7 +42,10 @@ def by_name(report: list[dict]) -> dict[str, dict]:
     return {c["name"]: c for c in report}
 
 
-def diagnostics_pod(tmp_path, server, token="tok"):
+SECRET = "s3cret-container-token"
+
+
+def diagnostics_pod(tmp_path, server, token=SECRET):
     db = write_csv(tmp_path / "db.csv", "Age\n1\n")
     return make_pod(tmp_path / "pod", databases={"default": db}, token=token,
                     proxy_port=server.port)
@@ -50,7 +53,7 @@ def diagnostics_pod(tmp_path, server, token="tok"):
 
 def test_report_shape_and_local_checks_are_truthful(tmp_path, fake_server, ports):
     api = FakeApi()
-    api.add_task(["node-a"], token="tok")
+    api.add_task(["node-a"], token=SECRET)
     server = fake_server(api)
     p = diagnostics_pod(tmp_path, server)
     p.write_input({"probes": probes_to(ports[1])})
@@ -76,7 +79,7 @@ def test_report_shape_and_local_checks_are_truthful(tmp_path, fake_server, ports
     assert checks["proxy_api_version"]["ok"] is True
     assert "6.0.0-test" in checks["proxy_api_version"]["detail"]
     assert "GET /api/version" in api.requests
-    assert "tok" not in proc.stdout.split() and "tok" not in json.dumps(report).split('"')
+    assert SECRET not in proc.stdout + proc.stderr + json.dumps(report)
     # Only the report is left in the output directory.
     assert sorted(os.listdir(p.output_file.parent)) == ["output"]
     assert "passed" in proc.stdout.splitlines()[-1]
@@ -85,7 +88,7 @@ def test_report_shape_and_local_checks_are_truthful(tmp_path, fake_server, ports
 def test_isolation_on_targets_are_reported_isolated(tmp_path, fake_server, ports):
     _, closed = ports
     api = FakeApi()
-    api.add_task(["node-a"], token="tok")
+    api.add_task(["node-a"], token=SECRET)
     p = diagnostics_pod(tmp_path, fake_server(api))
     p.write_input({"probes": probes_to(closed)})
     proc = run_algorithm("algorithms.diagnostics", p)
@@ -102,7 +105,7 @@ def test_isolation_on_targets_are_reported_isolated(tmp_path, fake_server, ports
 def test_isolation_off_targets_are_reported_reachable(tmp_path, fake_server, ports):
     listening, _ = ports
     api = FakeApi()
-    api.add_task(["node-a"], token="tok")
+    api.add_task(["node-a"], token=SECRET)
     p = diagnostics_pod(tmp_path, fake_server(api))
     p.write_input({"probes": probes_to(listening)})
     proc = run_algorithm("algorithms.diagnostics", p)
@@ -118,7 +121,7 @@ def test_isolation_off_targets_are_reported_reachable(tmp_path, fake_server, por
 
 def test_categories_left_out_are_undecided_not_defaulted(tmp_path, fake_server, ports):
     api = FakeApi()
-    api.add_task(["node-a"], token="tok")
+    api.add_task(["node-a"], token=SECRET)
     p = diagnostics_pod(tmp_path, fake_server(api))
     p.write_input({"probes": {"outside": [f"127.0.0.1:{ports[1]}"]}})
     proc = run_algorithm("algorithms.diagnostics", p)
@@ -133,7 +136,7 @@ def test_categories_left_out_are_undecided_not_defaulted(tmp_path, fake_server, 
 
 def test_proxy_check_fails_with_a_refused_token(tmp_path, fake_server, ports):
     api = FakeApi()
-    api.add_task(["node-a"], token="tok")
+    api.add_task(["node-a"], token=SECRET)
     p = diagnostics_pod(tmp_path, fake_server(api), token="wrong")
     p.write_input({"probes": {}})
     proc = run_algorithm("algorithms.diagnostics", p)
@@ -204,9 +207,9 @@ def test_local_checks_pass_in_a_locked_down_mount_namespace(fake_server, ports):
         base.chmod(0o755)
         db = write_csv(base / "data" / "db.csv", "Age\n1\n")
         api = FakeApi()
-        api.add_task(["node-a"], token="tok")
+        api.add_task(["node-a"], token=SECRET)
         server = fake_server(api)
-        p = make_pod(base / "pod", databases={"default": db}, token="tok",
+        p = make_pod(base / "pod", databases={"default": db}, token=SECRET,
                      proxy_port=server.port)
         p.write_input({"probes": probes_to(ports[1])})
         for d in ("output", "tmp"):

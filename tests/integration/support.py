@@ -28,7 +28,7 @@ def node_spec(node_id: str, databases: list[dict] | None = None, **extra) -> Nod
 def make_stack(tmp_path: Path, nodes: list[NodeSpec], *, proxy: bool = True) -> Stack:
     stack = Stack(tmp_path / "stack")
     try:
-        stack.start_cluster(image_files=[TEST_IMAGES])
+        stack.start_cluster(images=[TEST_IMAGES])
         stack.start_server(nodes)
         if proxy:
             stack.start_proxy()

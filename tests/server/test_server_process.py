@@ -40,7 +40,8 @@ def test_wrong_or_missing_key_is_refused_with_the_reason(server):
 
 def test_two_nodes_at_once_each_get_only_their_own_commands(server, alice, nodes):
     a, b = nodes(server.url, "node-a"), nodes(server.url, "node-b")
-    both = _task(alice, server, databases=["default"], input={"x": 1})
+    both = _task(alice, server, databases=["default"], input={"x": 1}, arguments=["Age"],
+                 resources={"cpu": "500m", "memory": "256Mi", "gpu": 0}, deadline_seconds=60)
     only_b = _task(alice, server, nodes=["node-b"])
     marker_a = _task(alice, server, nodes=["node-a"])
     wait_until(lambda: len(a.commands) == 2, what="node-a's two commands")
@@ -52,6 +53,8 @@ def test_two_nodes_at_once_each_get_only_their_own_commands(server, alice, nodes
     assert a.commands[0]["run_id"] == run_of["node-a"] != b.commands[0]["run_id"] == run_of["node-b"]
     command = a.commands[0]
     assert command["input"] == {"x": 1} and command["databases"] == ["default"]
+    assert command["arguments"] == ["Age"] and command["deadline_seconds"] == 60
+    assert command["resources"] == {"cpu": "500m", "memory": "256Mi", "gpu": 0}
     assert command["parent_id"] is None and command["token"].count(".") == 1
     nodes_view = alice.get(f"{server.url}/api/node", timeout=10).json()["nodes"]
     assert {n["id"]: n["online"] for n in nodes_view} == {"node-a": True, "node-b": True}
@@ -220,7 +223,7 @@ def test_body_limits_and_lookups(server, alice):
                      headers={"Content-Type": "application/json"}, timeout=10)
     assert big.status_code == 413 and "larger" in big.json()["error"]
     chunked = alice.post(f"{server.url}/api/task", data=iter([b" " * 700_000] * 3), timeout=10)
-    assert chunked.status_code == 413
+    assert chunked.status_code == 413 and "larger than 1048576 bytes" in chunked.json()["error"]
     not_json = alice.post(f"{server.url}/api/task", data=b"{nope", timeout=10)
     assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
     assert alice.get(f"{server.url}/api/task/424242", timeout=10).status_code == 404

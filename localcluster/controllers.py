@@ -1,0 +1,35 @@
+"""All controllers of the local cluster, run in the API server's event loop.
+
+`run_controllers` starts the Job and TTL controllers and the kubelet (with the process runtime)
+and runs until cancelled; on cancel every pod process gets SIGTERM, then SIGKILL.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from localcluster.jobs import JobController
+from localcluster.kubelet import Kubelet, KubeletConfig
+from localcluster.registry import DEFAULT_IMAGES_FILE, Registry
+from localcluster.runtime.process import ProcessRuntime
+
+log = logging.getLogger(__name__)
+
+
+async def run_controllers(store, state_dir: Path, image_files: list[Path],
+                          kubelet_config: KubeletConfig | None = None) -> None:
+    """image_files: extra registry files, on top of localcluster/images.yaml."""
+    registry = Registry.load([DEFAULT_IMAGES_FILE, *image_files])
+    runtime = ProcessRuntime(Path(state_dir))
+    kubelet = Kubelet(store, Path(state_dir), registry, runtime, kubelet_config)
+    jobs = JobController(store)
+    kubelet.start()
+    jobs_task = asyncio.ensure_future(jobs.run())
+    log.info("controllers running (images: %s)", ", ".join(registry.names()))
+    try:
+        await asyncio.Future()  # until cancelled
+    finally:
+        jobs_task.cancel()
+        await asyncio.gather(jobs_task, return_exceptions=True)
+        await kubelet.close()

@@ -1,0 +1,59 @@
+"""core/v1 Events as the kubelet and scheduler record them (repeats counted, as a recorder does)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from localcluster.errors import ApiError
+from localcluster.kubelet_status import rfc3339
+from localcluster.resources import EVENTS
+
+log = logging.getLogger(__name__)
+
+
+class EventRecorder:
+    def __init__(self, store, node_name: str) -> None:
+        self.store = store
+        self.node_name = node_name
+        self._seen: dict[tuple, str] = {}  # (uid, fieldPath, type, reason, message) -> event name
+
+    def record(self, obj: dict, etype: str, reason: str, message: str,
+               field_path: str | None = None, component: str = "kubelet") -> None:
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        key = (meta.get("uid"), field_path, etype, reason, message)
+        now = rfc3339()
+        name = self._seen.get(key)
+        if name is not None:
+            def bump(ev: dict) -> None:
+                ev["count"] = int(ev.get("count") or 1) + 1
+                ev["lastTimestamp"] = now
+            try:
+                self.store.mutate(EVENTS, ns, name, bump)
+                return
+            except ApiError:
+                self._seen.pop(key, None)
+        involved = {"kind": obj.get("kind", "Pod"), "namespace": ns, "name": meta["name"],
+                    "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion", "v1"),
+                    "resourceVersion": meta.get("resourceVersion")}
+        if field_path:
+            involved["fieldPath"] = field_path
+        source = {"component": component}
+        if component == "kubelet":
+            source["host"] = self.node_name
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": ns},
+            "involvedObject": involved, "reason": reason, "message": message, "type": etype,
+            "source": source, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "eventTime": None, "reportingComponent": component,
+            "reportingInstance": self.node_name if component == "kubelet" else "",
+        }
+        try:
+            created = self.store.create(EVENTS, ns, event)
+        except ApiError as e:
+            log.debug("cannot record event %s for %s/%s: %s", reason, ns, meta["name"], e.message)
+            return
+        self._seen[key] = created["metadata"]["name"]
+        if len(self._seen) > 10000:  # forget old keys; a repeat then makes a new event
+            self._seen.pop(next(iter(self._seen)))

@@ -1,0 +1,166 @@
+"""LocalCluster: a `python -m localcluster serve` subprocess for tests and benchmarks.
+
+    with LocalCluster() as lc:
+        v1 = kubernetes.client.CoreV1Api(lc.api_client())
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from localcluster import kubeconfig as kc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class LocalClusterError(Exception):
+    pass
+
+
+class LocalCluster:
+    def __init__(self, *, images: list[Path] | None = None, history: int | None = None,
+                 state_dir: Path | None = None, start_timeout: float = 30.0,
+                 stop_timeout: float = 10.0, extra_args: list[str] | None = None) -> None:
+        self._own_dir = state_dir is None
+        self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="localcluster-"))
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self._args = ["--state-dir", str(self.state_dir), "--port", "0"]
+        for img in images or []:
+            self._args += ["--images", str(img)]
+        if history is not None:
+            self._args += ["--history", str(history)]
+        self._args += extra_args or []
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._proc: subprocess.Popen | None = None
+        self._stderr_path = self.state_dir / "localcluster.stderr"
+        self._session: requests.Session | None = None
+        self.server = ""
+        self.token = ""
+        self._api_clients: list[Any] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "LocalCluster":
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        stderr = open(self._stderr_path, "wb")
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "localcluster", "serve", *self._args],
+                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=stderr, start_new_session=True)
+        finally:
+            stderr.close()
+        deadline = time.monotonic() + self._start_timeout
+        while not self.kubeconfig.exists():
+            problem = None
+            if self._proc.poll() is not None:
+                problem = f"local cluster exited with {self._proc.returncode} before serving"
+            elif time.monotonic() > deadline:
+                problem = f"local cluster not ready after {self._start_timeout:.0f}s"
+            if problem:
+                stderr = self.stderr()
+                self.stop()
+                raise LocalClusterError(f"{problem}:\n{stderr}")
+            time.sleep(0.02)
+        self.server, self.token = kc.read_token(self.kubeconfig)
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {self.token}"
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, SIGKILL (the whole process group) after the deadline."""
+        for client in self._api_clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+        self._api_clients.clear()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        code = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.send_signal(signal.SIGTERM)
+                try:
+                    self._proc.wait(self._stop_timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                    self._proc.wait()
+            code = self._proc.returncode
+            try:  # pods the controllers may have left in the group
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self._proc = None
+        if self._own_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return code
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stderr(self) -> str:
+        try:
+            return self._stderr_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ clients
+    def api_client(self):
+        """A kubernetes ApiClient for this cluster (closed by stop())."""
+        from kubernetes import config
+
+        client = config.new_client_from_config(config_file=str(self.kubeconfig))
+        self._api_clients.append(client)
+        return client
+
+    def _request(self, method: str, path: str, **kw) -> Any:
+        if self._session is None:
+            raise LocalClusterError("the local cluster is not running")
+        r = self._session.request(method, self.server + path, timeout=10, **kw)
+        if r.status_code >= 400:
+            raise LocalClusterError(f"{method} {path}: {r.status_code} {r.text}")
+        return r.json()
+
+    def metrics(self) -> dict:
+        return self._request("GET", "/localcluster/metrics")
+
+    def reset_metrics(self) -> dict:
+        return self._request("POST", "/localcluster/metrics/reset")
+
+    def set_faults(self, faults: dict) -> dict:
+        return self._request("PUT", "/localcluster/faults", json=faults)
+
+    def faults(self) -> dict:
+        return self._request("GET", "/localcluster/faults")
+
+
+def wait_until(pred, timeout: float = 5.0, what: str = "condition", interval: float = 0.02):
+    """Poll pred until it returns something truthy (returned); TimeoutError after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
