@@ -12,8 +12,9 @@ collide with it. ``GET /api/run/<id>`` needs ``?node_id=`` only for a legacy run
 several nodes.
 
 Modules: config (settings), tokens (container tokens), store (SQLite), validation (input checks),
-service (the rules, no I/O besides the store), sockets and http_api (thin shells), app (wiring),
-command_emitter and recipe (the researcher's CLI).
+service (the rules, no I/O besides the store), sockets and http_api (thin shells), app (wiring);
+command_emitter, recipe, emitter_client and emitter_output (the researcher's CLI); testing
+(a real server process and a fake node for tests).
 """
 
 __version__ = "0.1.0"

@@ -41,7 +41,8 @@ def _write_port_file(path: Path, port: int) -> None:
 async def serve(config: ServerConfig, port_file: Path | None = None) -> None:
     store = Store(config.database)
     app = build_app(config, store)
-    runner = web.AppRunner(app, access_log=None)
+    # Open Socket.IO connections would otherwise hold the shutdown for long.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

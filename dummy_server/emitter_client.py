@@ -36,7 +36,7 @@ class ServerClient:
         try:
             resp = self._http.request(method, self.url + path, timeout=self._timeout, **kwargs)
         except requests.RequestException as e:
-            raise EmitterError(f"cannot reach the server at {self.url}: {e}") from e
+            raise EmitterError(f"cannot reach the server at {self.url} ({type(e).__name__})") from e
         try:
             body = resp.json()
         except ValueError:
@@ -67,8 +67,9 @@ class ServerClient:
             sio.connect(self.url, auth={"api_key": self._key}, transports=["websocket"],
                         wait_timeout=self._timeout)
         except socketio.exceptions.ConnectionError as e:
-            reason = refusal[0].get("message") if refusal and isinstance(refusal[0], dict) else e
-            raise EmitterError(f"socket connection to {self.url} refused: {reason}") from e
+            if refusal and isinstance(refusal[0], dict) and refusal[0].get("message"):
+                raise EmitterError(f"the server refused the connection: {refusal[0]['message']}") from e
+            raise EmitterError(f"cannot reach the server at {self.url} (socket)") from e
         return sio
 
 

@@ -27,6 +27,8 @@ class SocketHandlers:
         """Hang up on every client so the web server can stop without waiting for them."""
         for sid in list(self.peers):
             await self.sio.disconnect(sid)
+        if self.sio.eio.sockets:  # engineio's disconnect() fails on an empty set
+            await self.sio.eio.disconnect()  # also close the transports, not only the sessions
         await self.sio.shutdown()
 
     async def kill(self, task_id: int, node_ids: list[str], timeout: float = 10.0) -> dict:

@@ -22,6 +22,7 @@ import ctypes.util
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -190,24 +191,77 @@ class MountPoints:
         open(path, "a").close()
 
 
-def setup_mounts(spec: dict) -> None:
+def _mount_points() -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            raw = line.split()[4]
+            points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), raw))
+    return points
+
+
+def enter_private_root(staging: str) -> None:
+    """chroot into an overlay of the host's / whose upper layer is a tmpfs in this namespace.
+
+    Writes outside the volumes (and mount points created for them, such as /app) then stay in
+    the container instead of reaching the host's root filesystem; other file systems mounted on
+    the host (/proc, /dev, /sys, ...) are bound in unchanged.
+    """
+    _mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    upper, work, root = (os.path.join(staging, d) for d in ("upper", "work", "root"))
+    for d in (upper, work, root):
+        os.mkdir(d, 0o755)
+    _mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={upper},workdir={work}")
+    kept: list[str] = []
+    for mp in sorted(set(_mount_points())):
+        if mp == "/" or mp == staging or mp.startswith(staging.rstrip("/") + "/") or any(
+                mp.startswith(k.rstrip("/") + "/") for k in kept):
+            continue  # the root itself, our own mounts, or inside one bound already
+        target = root + mp
+        if os.path.isdir(mp) and os.path.isdir(target) or \
+                os.path.isfile(mp) and os.path.isfile(target):
+            _mount(mp, target, None, MS_BIND | MS_REC)
+            kept.append(mp)
+    os.chroot(root)
+    os.chdir("/")
+
+
+def setup_mounts(spec: dict, reachable: list[str], uid: int, gids: set[int]) -> None:
+    mounts = sorted(spec.get("mounts", []), key=lambda m: os.path.normpath(m["target"]).count("/"))
+    # sources are opened in the host's view: after the chroot the same paths would name the
+    # overlay, where writes would not reach the host
+    fds = []
+    try:
+        for m in mounts:
+            try:
+                fds.append(os.open(m["source"], os.O_PATH))
+            except OSError as e:
+                raise SetupError(f"mount source {m['source']}: {e.strerror}") from e
+        if spec.get("root_dir"):
+            enter_private_root(spec["root_dir"])
+        make_reachable(reachable, uid, gids)  # before the binds, which it could cover
+        _bind_all(mounts, fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    cwd = spec.get("cwd")
+    if cwd and not os.path.isdir(cwd):
+        MountPoints().ensure_dir(cwd)  # a container runtime creates a missing workingDir
+    if spec.get("root_readonly"):
+        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+def _bind_all(mounts: list[dict], fds: list[int]) -> None:
     points = MountPoints()
-    for m in sorted(spec.get("mounts", []), key=lambda m: os.path.normpath(m["target"]).count("/")):
-        source, target = m["source"], os.path.normpath(m["target"])
-        if not os.path.lexists(source):
-            raise SetupError(f"mount source {source} does not exist")
-        if os.path.isdir(source):
+    for m, fd in zip(mounts, fds):
+        target = os.path.normpath(m["target"])
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
             points.ensure_dir(target)
         else:
             points.ensure_file(target)
-        _mount(source, target, None, MS_BIND | MS_REC)
+        _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
         if m.get("readonly"):
             _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    cwd = spec.get("cwd")
-    if cwd and not os.path.isdir(cwd):
-        points.ensure_dir(cwd)  # a container runtime creates a missing workingDir
-    if spec.get("root_readonly"):
-        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
 # --- identity and privileges -------------------------------------------------------------------
@@ -252,8 +306,7 @@ def run(spec: dict) -> None:
         needed = list(spec.get("reachable", []))
         if spec.get("cwd"):
             needed.append(spec["cwd"])
-        make_reachable(needed, uid, gids)
-        setup_mounts(spec)
+        setup_mounts(spec, needed, uid, gids)
         become(spec)
     # the container dies with the cluster process even if that is killed without cleaning up;
     # set after the uid change, which would clear it
@@ -270,12 +323,13 @@ def run(spec: dict) -> None:
             raise SetupError(f"chdir to {cwd}: {e.strerror}") from e
 
 
+_error_fd = -1  # opened before the chroot, so the runtime reads the reason on the host
+
+
 def _fail(spec: dict, message: str) -> None:
-    path = spec.get("error_file")
-    if path:
+    if _error_fd >= 0:
         try:
-            with open(path, "w") as f:
-                f.write(message)
+            os.write(_error_fd, message.encode())
         except OSError:
             pass
     print(f"localcluster shim: {message}", file=sys.stderr, flush=True)
@@ -286,8 +340,14 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2:
         print("usage: shim.py SPEC.json", file=sys.stderr)
         sys.exit(2)
+    global _error_fd
     with open(argv[1]) as f:
         spec = json.load(f)
+    if spec.get("error_file"):
+        try:  # non-inheritable (PEP 446): the container never sees it
+            _error_fd = os.open(spec["error_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError:
+            pass
     try:
         run(spec)
     except (SetupError, OSError) as e:

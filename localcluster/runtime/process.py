@@ -113,6 +113,8 @@ class ProcessRuntime(Runtime):
         cdir.mkdir(parents=True, exist_ok=True)
         error_file = cdir / "error"
         error_file.unlink(missing_ok=True)
+        root_dir = cdir / "root"  # the shim's private root is mounted here, in its namespace
+        root_dir.mkdir(exist_ok=True)
         if not self.root:
             if spec.mounts:
                 raise CreateContainerError("volumes need root for mount namespaces (the local "
@@ -130,6 +132,7 @@ class ProcessRuntime(Runtime):
             "reachable": [sys.base_prefix, sys.prefix, str(REPO_ROOT),
                           str(Path(self.python).parent)],
             "namespace": self.root, "error_file": str(error_file), "parent_pid": os.getpid(),
+            "root_dir": str(root_dir),
         }
         spec_path = cdir / "spec.json"
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -200,8 +203,8 @@ class ProcessRuntime(Runtime):
 
     def _exit_status(self, c: ProcessContainer, rc: int, finished) -> ExitStatus:
         error_file = c.dir / "error"
-        if rc == SHIM_SETUP_FAILED and error_file.exists():
-            msg = error_file.read_text()
+        msg = error_file.read_text() if error_file.exists() else ""
+        if rc == SHIM_SETUP_FAILED and msg:
             return ExitStatus(exit_code=128, reason="StartError", started_at=c.started_at,
                               finished_at=finished, message=msg)
         sig = -rc if rc < 0 else None

@@ -39,6 +39,13 @@ def researcher_socket(stack) -> socketio.SimpleClient:
     return client
 
 
+def send_legacy(client: socketio.SimpleClient, payload: dict) -> None:
+    """As the emitter does: wait for the server's acknowledgement (a bare emit followed by a
+    disconnect may never leave the client)."""
+    ack = client.call("command_request", payload, timeout=10)
+    assert ack.get("ok"), ack
+
+
 def prototype_payload(run_id: int, **overrides) -> dict:
     payload = {
         "run_id": run_id,
@@ -81,7 +88,7 @@ def test_rich_task_completes_with_the_mean(shared_stack):
 def test_prototype_payload_completes_with_the_mean(shared_stack):
     client = researcher_socket(shared_stack)
     try:
-        client.emit("command_request", prototype_payload(910001))
+        send_legacy(client, prototype_payload(910001))
     finally:
         client.disconnect()
     run = wait_legacy_result(shared_stack, 910001)
@@ -92,15 +99,15 @@ def test_prototype_payload_completes_with_the_mean(shared_stack):
 def test_bad_payload_is_refused_and_the_next_good_one_runs(shared_stack):
     client = researcher_socket(shared_stack)
     try:
-        client.emit("command_request", prototype_payload(910002, databases_to_use=["../etc"]))
-        client.emit("command_request", prototype_payload(910003, image="evil/miner"))
-        client.emit("command_request", prototype_payload(910004))
+        send_legacy(client, prototype_payload(910002, databases_to_use=["../etc"]))
+        send_legacy(client, prototype_payload(910003, image="evil/miner"))
+        send_legacy(client, prototype_payload(910004))
     finally:
         client.disconnect()
     bad_label = wait_legacy_result(shared_stack, 910002)
     bad_image = wait_legacy_result(shared_stack, 910003)
     good = wait_legacy_result(shared_stack, 910004)
-    assert bad_label["status"] == "failed" or bad_label["status"] == "not allowed"
+    assert bad_label["status"] == "failed"  # malformed: a label with a path in it
     assert "../etc" in bad_label["result"]["logs"]
     assert bad_image["status"] == "not allowed"
     assert "evil/miner" in bad_image["result"]["logs"]
@@ -251,3 +258,49 @@ def test_result_produced_while_the_server_is_down_arrives_later(stack_factory):
     run = stack.wait_task(task["id"], timeout=60)["runs"][0]
     assert run["status"] == "completed"
     assert run["result"]["data"] == "done"
+
+
+# -- kill ------------------------------------------------------------------------------------------
+
+def test_kill_stops_a_running_task_and_reports_killed(shared_stack):
+    from kubernetes import client, config
+    task = shared_stack.create_task(image="test/sleeper", input={"seconds": 60}, databases=[],
+                                    nodes=["node-a"])
+    run_id = task["runs"][0]["id"]
+    wait_for(lambda: "active" in statuses(run_of(shared_stack, task)), 30, "the run to be active")
+    answer = shared_stack.api("POST", f"/api/task/{task['id']}/kill").json()
+    assert answer["nodes"]["node-a"]["killed"] == [run_id], answer
+    run = shared_stack.wait_task(task["id"], timeout=30)["runs"][0]
+    assert run["status"] == "killed by user"
+    assert "sleeper started" in run["result"]["logs"]
+    assert run["result"]["data"] == ""  # cut short: the sleeper never wrote its output
+    api = config.new_client_from_config(config_file=str(shared_stack.kubeconfig))
+    try:
+        wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod(
+            "v6-jobs", label_selector=f"v6.run-id={run_id}").items, 30, "the pod to be gone")
+    finally:
+        api.close()
+
+
+def test_killing_a_finished_task_changes_nothing(shared_stack):
+    task = shared_stack.create_task(image="test/sleeper", input={"seconds": 0}, databases=[],
+                                    nodes=["node-a"])
+    run_id = task["runs"][0]["id"]
+    assert shared_stack.wait_task(task["id"])["runs"][0]["status"] == "completed"
+    answer = shared_stack.api("POST", f"/api/task/{task['id']}/kill").json()
+    assert answer["nodes"]["node-a"] == {"killed": [], "not_running": [run_id], "unknown": []}
+    run = run_of(shared_stack, task)
+    assert run["status"] == "completed"
+    assert run["result"]["data"] == "done"
+
+
+# -- polling fallback ---------------------------------------------------------------------------------
+
+def test_poll_mode_completes_too(stack_factory):
+    stack = stack_factory([node_spec("node-a", completion={"mode": "poll",
+                                                           "poll_interval_seconds": 0.2})])
+    task = stack.create_task(image="v6-demo/avg", input={"method": "avg", "column": "Age"},
+                             databases=["default"], nodes=["node-a"])
+    run = stack.wait_task(task["id"])["runs"][0]
+    assert run["status"] == "completed"
+    assert json.loads(run["result"]["data"])["mean"] == pytest.approx(mean_of(DEMO_CSV, "Age"))

@@ -79,3 +79,17 @@ def kcluster():
     from localcluster.testing import LocalCluster
     with LocalCluster(images=[TEST_IMAGES]) as lc:
         yield lc
+
+
+def share_host_dir(pod: dict, path: Path) -> dict:
+    """Mount host directory `path` at the same path in every container of the pod, so a test
+    and its containers can exchange files (a container's own writes stay in its private root).
+    Without root there are no mount namespaces and the path is shared anyway."""
+    if os.geteuid() != 0:
+        return pod
+    spec = pod["spec"]
+    spec.setdefault("volumes", []).append(
+        {"name": "shared", "hostPath": {"path": str(path), "type": "Directory"}})
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        c.setdefault("volumeMounts", []).append({"name": "shared", "mountPath": str(path)})
+    return pod

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import base64
 import os
-import sys
 
 import pytest
 
 from localcluster.kubelet import LogError, read_log
 from localcluster.resources import CONFIGMAPS, PODS, SECRETS
 
-from .kubelet_fixtures import needs_root, run_in_process, simple_pod
+from .kubelet_fixtures import needs_root, run_in_process, share_host_dir, simple_pod
 
 
 def _phase(h, name):
@@ -155,9 +154,10 @@ def test_on_failure_restarts_in_place_with_the_last_state(tmp_path):
     marker = tmp_path / "ran-once"
 
     async def body(h):
-        h.store.create(PODS, "default", simple_pod(
+        h.store.create(PODS, "default", share_host_dir(simple_pod(
             "again", restart="OnFailure",
-            args=[f"if [ -e {marker} ]; then echo second; exit 0; fi; touch {marker}; exit 4"]))
+            args=[f"if [ -e {marker} ]; then echo second; exit 0; fi; touch {marker}; exit 4"]),
+            tmp_path))
         await h.until(lambda: _phase(h, "again") == "Succeeded", what="Succeeded")
         cs = h.pod("again")["status"]["containerStatuses"][0]
         assert cs["restartCount"] == 1
@@ -218,9 +218,9 @@ def test_deleting_a_running_pod_stops_it_and_removes_it(tmp_path):
     pidfile = tmp_path / "pid"
 
     async def body(h):
-        h.store.create(PODS, "default", simple_pod(
+        h.store.create(PODS, "default", share_host_dir(simple_pod(
             "long", args=[f"echo $$$$ > {pidfile}; trap 'exit 0' TERM; "
-                          "while true; do sleep 0.05; done"]))
+                          "while true; do sleep 0.05; done"]), tmp_path))
         await h.until(pidfile.exists, what="container running")
         await h.until(lambda: "running" in h.container_state("long"))
         pid = int(pidfile.read_text())
@@ -254,9 +254,10 @@ def test_stopping_the_controllers_stops_every_pod_process(tmp_path):
     pids = []
 
     async def body(h):
-        h.store.create(PODS, "default", simple_pod(
+        h.store.create(PODS, "default", share_host_dir(simple_pod(
             # $$$$: Kubernetes expansion turns $$ into $, so the shell sees $$
-            "forever", args=[f"echo $$$$ > {pidfile}; while true; do sleep 0.05; done"]))
+            "forever", args=[f"echo $$$$ > {pidfile}; while true; do sleep 0.05; done"]),
+            tmp_path))
         await h.until(pidfile.exists, what="container running")
         await h.until(lambda: pidfile.read_text().strip())
         pids.append(int(pidfile.read_text()))
@@ -275,8 +276,6 @@ def test_logs_of_a_container_that_has_not_started_are_an_error(tmp_path):
             read_log(h.state_dir, h.pod("nolog"), "other")
     run_in_process(tmp_path, body)
 
-
-assert sys.version_info >= (3, 11)
 
 
 def test_a_pods_own_active_deadline_kills_it_and_fails_it(tmp_path):
@@ -314,3 +313,20 @@ def _non_root_init(original):
         original(self, *args, **kwargs)
         self.root = False  # as when the cluster runs without root
     return init
+
+
+def test_a_native_sidecar_runs_alongside_and_ends_with_the_main_container(tmp_path):
+    flag = tmp_path / "sidecar-up"
+
+    async def body(h):
+        pod = simple_pod("side", args=[f"while [ ! -e {flag} ]; do sleep 0.02; done; echo main"])
+        pod["spec"]["initContainers"] = [
+            {"name": "helper", "image": "test/sh", "restartPolicy": "Always",
+             "args": [f"touch {flag}; trap 'exit 0' TERM; while true; do sleep 0.05; done"]}]
+        h.store.create(PODS, "default", share_host_dir(pod, tmp_path))
+        await h.until(lambda: _phase(h, "side") in ("Succeeded", "Failed"), what="finished")
+        assert _phase(h, "side") == "Succeeded"
+        await h.until(lambda: "terminated" in h.container_state("side", init=True),
+                      what="sidecar stopped")
+        assert read_log(h.state_dir, h.pod("side")) == "main\n"
+    run_in_process(tmp_path, body)

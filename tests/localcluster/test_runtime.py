@@ -27,6 +27,11 @@ except OSError as e:
 """
 
 
+def _shared(path: Path) -> list[Mount]:
+    """The test's directory at the same path in the container (its own writes stay private)."""
+    return [Mount(str(path), str(path))] if os.geteuid() == 0 else []
+
+
 def _spec(tmp_path: Path, argv: list[str], **kw) -> ContainerSpec:
     cid = uuid.uuid4().hex
     return ContainerSpec(id=cid, argv=argv, env=kw.pop("env", {"PATH": "/usr/bin:/bin"}),
@@ -87,7 +92,8 @@ def test_long_lines_are_split_into_partial_records_and_joined_back(tmp_path):
 def test_stop_sends_sigterm_and_waits_for_a_clean_exit(tmp_path):
     ready = tmp_path / "ready"
     spec = _spec(tmp_path, ["/bin/sh", "-c", f"trap 'echo term; exit 3' TERM; touch {ready}; "
-                                             "while true; do sleep 0.05; done"])
+                                             "while true; do sleep 0.05; done"],
+                 mounts=_shared(tmp_path))
 
     async def go():
         rt = ProcessRuntime(tmp_path / "state")
@@ -102,7 +108,8 @@ def test_stop_sends_sigterm_and_waits_for_a_clean_exit(tmp_path):
 def test_stop_kills_after_the_grace_period_when_sigterm_is_ignored(tmp_path):
     ready = tmp_path / "ready"
     spec = _spec(tmp_path, ["/bin/sh", "-c", f"trap '' TERM; touch {ready}; "
-                                             "while true; do sleep 0.05; done"])
+                                             "while true; do sleep 0.05; done"],
+                 mounts=_shared(tmp_path))
 
     async def go():
         rt = ProcessRuntime(tmp_path / "state")
@@ -116,7 +123,8 @@ def test_stop_kills_after_the_grace_period_when_sigterm_is_ignored(tmp_path):
 def test_processes_left_by_the_main_process_are_killed_with_it(tmp_path):
     pidfile = tmp_path / "bg.pid"
     status, _ = _run(tmp_path, _spec(tmp_path, ["/bin/sh", "-c",
-                                                f"sleep 60 & echo $! > {pidfile}; exit 0"]))
+                                                f"sleep 60 & echo $! > {pidfile}; exit 0"],
+                                     mounts=_shared(tmp_path)))
     assert status.exit_code == 0
     pid = int(pidfile.read_text())
     assert asyncio.run(_until(lambda: not _alive(pid)))
@@ -176,6 +184,13 @@ class TestMountNamespace:
         assert (status.exit_code, log) == (0, "WROTE")
         assert (out / "result").read_text() == "x"
         assert not os.path.exists("/tmp/lc-out/result")
+
+    def test_writes_outside_volumes_stay_in_the_container(self, tmp_path):
+        probe = tmp_path / "written-by-container"
+        spec = _spec(tmp_path, ["/bin/sh", "-c", f"echo x > {probe} && cat {probe}"])
+        status, log = _run(tmp_path, spec)
+        assert (status.exit_code, log) == (0, "x")
+        assert not probe.exists()
 
     def test_read_only_root_filesystem_refuses_writes_by_a_non_root_uid(self, tmp_path):
         spec = _spec(tmp_path, [sys.executable, "-c", WRITE_PROBE, "/tmp/lc-ro-probe"],

@@ -1,0 +1,162 @@
+"""Container supervision of the kubelet's pod worker: image, configuration, start, restarts."""
+from __future__ import annotations
+
+import asyncio
+import secrets as pysecrets
+
+from localcluster.kubelet_logs import log_file
+from localcluster.kubelet_spec import (ConfigError, build_argv, build_env, cpu_limit_millis,
+                                       identity, memory_limit)
+from localcluster.kubelet_status import rfc3339, waiting
+from localcluster.kubelet_volumes import Volume, container_mounts
+from localcluster.registry import ImageNotFound, InvalidImageName
+from localcluster.resources import CONFIGMAPS, SECRETS
+from localcluster.runtime.base import Container, ContainerSpec, CreateContainerError, ExitStatus
+
+
+class Backoff:
+    def __init__(self, initial: float, cap: float) -> None:
+        self.initial, self.cap, self.n = initial, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.initial * (2 ** self.n))
+        self.n += 1
+        return delay
+
+
+class ContainerRunner:
+    """Mixin of PodWorker (which provides k, pod, running, statuses, _push, _pod_view...):
+    runs one container through the kubelet's runtime."""
+
+    async def _container_spec(self, c: dict, cs: dict, volumes: dict[str, Volume],
+                              restart: int) -> ContainerSpec:
+        """Resolve the image and configuration; waits (with back-off) until both work."""
+        image_ref = c.get("image", "")
+        name = c["name"]
+        backoff = Backoff(self.k.config.backoff_initial, self.k.config.backoff_max)
+        pulled = False
+        while True:
+            try:
+                image = self.k.registry.resolve(image_ref)
+            except InvalidImageName as e:
+                self._waiting(cs, "InvalidImageName", str(e))
+                self._event("Warning", "InspectFailed", str(e), name)
+                self._event("Warning", "Failed", "Error: InvalidImageName", name)
+                await asyncio.sleep(backoff.next())
+                continue
+            except ImageNotFound as e:
+                self._event("Normal", "Pulling", f'Pulling image "{image_ref}"', name)
+                self._waiting(cs, "ErrImagePull", str(e))
+                self._event("Warning", "Failed", f'Failed to pull image "{image_ref}": {e}', name)
+                self._event("Warning", "Failed", "Error: ErrImagePull", name)
+                await asyncio.sleep(backoff.next())
+                msg = f'Back-off pulling image "{image_ref}"'
+                self._waiting(cs, "ImagePullBackOff", msg)
+                self._event("Normal", "BackOff", msg, name)
+                self._event("Warning", "Failed", "Error: ImagePullBackOff", name)
+                await asyncio.sleep(backoff.next())
+                continue
+            if not pulled:
+                self._event("Normal", "Pulled", f'Container image "{image_ref}" already present '
+                                                f"on machine", name)
+                pulled = True
+            cs["imageID"] = image.image_id
+            try:
+                view = self._pod_view()
+                env = build_env(view, c, image, self.k.lookup(SECRETS), self.k.lookup(CONFIGMAPS),
+                                self.k.allocatable)
+                ident = identity(view, c, image)
+                argv = build_argv(c, image, env)
+                mounts = container_mounts(view, c, volumes, env)
+            except (ConfigError, OSError) as e:
+                self._waiting(cs, "CreateContainerConfigError", str(e))
+                self._event("Warning", "Failed", f"Error: {e}", name)
+                await self._wait_poke(backoff.next())
+                continue
+            return ContainerSpec(
+                id=pysecrets.token_hex(32), argv=argv, env=env,
+                log_path=log_file(self.k.state_dir, self.pod, name, restart),
+                cwd=c.get("workingDir") or image.workdir, mounts=mounts, uid=ident.uid,
+                gid=ident.gid, groups=ident.groups, root_readonly=ident.root_readonly,
+                no_new_privs=ident.no_new_privs, capabilities=ident.capabilities,
+                memory_limit=memory_limit(c), cpu_limit_millis=cpu_limit_millis(c))
+
+    async def _supervise(self, c: dict, cs: dict, volumes: dict[str, Volume], policy: str,
+                         is_init: bool, started: asyncio.Event | None = None) -> int:
+        """Run one container, restarting it per policy; returns its final exit code."""
+        name = c["name"]
+        backoff = Backoff(self.k.config.backoff_initial, self.k.config.backoff_max)
+        while True:
+            spec = await self._container_spec(c, cs, volumes, cs["restartCount"])
+            try:
+                handle = await self.k.runtime.start(spec)
+            except CreateContainerError as e:
+                self._waiting(cs, "CreateContainerError", str(e))
+                self._event("Warning", "Failed", f"Error: {e}", name)
+                await asyncio.sleep(backoff.next())
+                continue
+            self.running[name] = handle
+            cs["containerID"] = f"local://{spec.id}"
+            cs["state"] = {"running": {"startedAt": rfc3339(handle.started_at)}}
+            cs["started"] = True
+            cs["ready"] = not is_init
+            self._event("Normal", "Created", f"Created container {name}", name)
+            self._event("Normal", "Started", f"Started container {name}", name)
+            self._push()
+            if started is not None:
+                started.set()
+            st = await self.k.runtime.wait(handle)
+            if self.running.get(name) is not handle:
+                return st.exit_code  # stopped by _kill_all, which records the status
+            del self.running[name]
+            self._set_terminated(cs, handle, st)
+            if st.reason == "StartError":
+                self._event("Warning", "Failed", f"Error: failed to start container \"{name}\": "
+                                                 f"{st.message}", name)
+            restart = policy == "Always" or (policy == "OnFailure" and st.exit_code != 0)
+            if not restart:
+                self._push()
+                return st.exit_code
+            delay = backoff.next()
+            cs["lastState"] = {"terminated": cs["state"]["terminated"]}
+            cs["state"] = waiting(
+                "CrashLoopBackOff", f"back-off {delay:g}s restarting failed container={name} "
+                                    f"pod={self.name}_{self.ns}({self.uid})")
+            self._event("Warning", "BackOff", f"Back-off restarting failed container {name} in "
+                                              f"pod {self.name}_{self.ns}({self.uid})", name)
+            self._push()
+            await asyncio.sleep(delay)
+            cs["restartCount"] += 1
+
+    # --- status ---
+
+    def _status_of(self, name: str) -> dict | None:
+        for cs in self.statuses + self.init_statuses:
+            if cs["name"] == name:
+                return cs
+        return None
+
+    def _set_terminated(self, cs: dict, handle: Container, st: ExitStatus) -> None:
+        term = {"exitCode": st.exit_code, "reason": st.reason,
+                "startedAt": rfc3339(st.started_at), "finishedAt": rfc3339(st.finished_at),
+                "containerID": cs.get("containerID")}
+        if st.message:
+            term["message"] = st.message
+        if st.signal:
+            term["signal"] = st.signal
+        cs["state"] = {"terminated": term}
+        cs["ready"] = False
+        cs["started"] = False
+
+    def _waiting(self, cs: dict, reason: str, message: str | None) -> None:
+        cs["state"] = waiting(reason, message)
+        cs["ready"] = False
+        self._push()
+
+    def _event(self, etype: str, reason: str, message: str, container: str | None = None) -> None:
+        path = None
+        if container is not None:
+            kind = "initContainers" if any(cs["name"] == container
+                                           for cs in self.init_statuses) else "containers"
+            path = f"spec.{kind}{{{container}}}"
+        self.k.events.record(self.pod, etype, reason, message, field_path=path)

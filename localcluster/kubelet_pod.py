@@ -1,0 +1,286 @@
+"""The kubelet's pod worker: one per pod, from scheduling to removal."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from localcluster.errors import ApiError
+from localcluster.kubelet_containers import Backoff, ContainerRunner
+from localcluster.kubelet_logs import pod_dir
+from localcluster.kubelet_spec import unschedulable_message
+from localcluster.kubelet_status import (initial_status, pod_conditions, pod_phase, rfc3339,
+                                         set_condition, waiting)
+from localcluster.kubelet_volumes import MountError, Volume, prepare_volumes
+from localcluster.resources import CONFIGMAPS, PODS, SECRETS
+from localcluster.runtime.base import Container, ExitStatus
+
+if TYPE_CHECKING:
+    from localcluster.kubelet import Kubelet
+
+log = logging.getLogger(__name__)
+TERMINAL = ("Succeeded", "Failed")
+HOST_IP = "127.0.0.1"
+
+
+class PodWorker(ContainerRunner):
+    """Drives one pod from scheduling to removal."""
+
+    def __init__(self, kubelet: Kubelet, pod: dict) -> None:
+        self.k = kubelet
+        self.pod = pod
+        meta = pod["metadata"]
+        self.uid, self.ns, self.name = meta["uid"], meta["namespace"], meta["name"]
+        spec = pod.get("spec") or {}
+        self.restart_policy = spec.get("restartPolicy") or "Always"
+        self.scheduled = bool(spec.get("nodeName"))
+        self.phase = (pod.get("status") or {}).get("phase") or "Pending"
+        self.conditions: list[dict] = list((pod.get("status") or {}).get("conditions") or [])
+        self.init_statuses = [initial_status(c) for c in spec.get("initContainers") or []]
+        for cs in self.init_statuses:
+            cs["state"] = waiting("PodInitializing")
+        first = "PodInitializing" if self.init_statuses else "ContainerCreating"
+        self.statuses = [initial_status(c) for c in spec.get("containers") or []]
+        for cs in self.statuses:
+            cs["state"] = waiting(first)
+        self.pod_ip: str | None = None
+        self.start_time: str | None = None
+        self.sandbox_ready = False
+        self.init_done = not self.init_statuses
+        self.init_failed = False
+        self.running: dict[str, Container] = {}
+        self.side_tasks: list[asyncio.Task] = []
+        self.poke = asyncio.Event()
+        self.ending = asyncio.Event()
+        self.removed = False
+        self.reason: str | None = None  # pod-level status reason/message (DeadlineExceeded)
+        self.message: str | None = None
+        self.lifecycle: asyncio.Task | None = None
+        self.task = asyncio.ensure_future(self.run())
+
+    # --- notifications ---
+
+    def update(self, pod: dict) -> None:
+        self.pod = pod
+        if pod["metadata"].get("deletionTimestamp"):
+            self.ending.set()
+
+    def gone(self) -> None:
+        self.removed = True
+        self.ending.set()
+
+    # --- main ---
+
+    async def run(self) -> None:
+        self.lifecycle = lifecycle = asyncio.ensure_future(self._lifecycle())
+        try:
+            if self.pod["metadata"].get("deletionTimestamp"):
+                self.ending.set()
+            await self.ending.wait()
+        finally:
+            lifecycle.cancel()
+            for t in self.side_tasks:
+                t.cancel()
+            await asyncio.gather(lifecycle, *self.side_tasks, return_exceptions=True)
+            if self.k.closing:
+                grace = 2.0  # the cluster shuts down: SIGTERM, SIGKILL soon after
+            else:
+                grace = 0.0 if self.removed else float(
+                    self.pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+            try:
+                await self._kill_all(grace)
+            finally:
+                self._finish()
+
+    def _finish(self) -> None:
+        self.k.ips.release(self.pod_ip, self.uid)
+        self.k.workers.pop(self.uid, None)
+        shutil.rmtree(pod_dir(self.k.state_dir, self.pod), ignore_errors=True)
+        shutil.rmtree(self._volume_dir(), ignore_errors=True)
+        if not self.removed and not self.k.closing:
+            try:
+                self.k.store.delete(PODS, self.ns, self.name, grace_period_seconds=0,
+                                    preconditions={"uid": self.uid})
+            except ApiError as e:
+                if e.code not in (404, 409):
+                    log.warning("cannot remove pod %s/%s: %s", self.ns, self.name, e.message)
+
+    def _volume_dir(self) -> Path:
+        return self.k.state_dir / "pod-volumes" / self.uid
+
+    async def _kill_all(self, grace: float) -> None:
+        if not self.running:
+            return
+        if self.k.closing:
+            self.removed = True  # nothing is written to the store any more
+        names = list(self.running)
+        for name in names:
+            self._event("Normal", "Killing", f"Stopping container {name}", name)
+        results = await asyncio.gather(
+            *(self.k.runtime.stop(self.running[n], grace) for n in names), return_exceptions=True)
+        for name, st in zip(names, results):
+            handle = self.running.pop(name)
+            cs = self._status_of(name)
+            if cs is not None and isinstance(st, ExitStatus):
+                self._set_terminated(cs, handle, st)
+        if not self.removed:
+            self._push()
+
+    async def _lifecycle(self) -> None:
+        if self.phase in TERMINAL:
+            return  # a finished pod from before (nothing to run)
+        if not self.scheduled:
+            await self._schedule()
+        self.pod_ip = self.k.ips.allocate(self.uid)
+        self.start_time = rfc3339()
+        deadline = (self.pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if deadline is not None:
+            self.side_tasks.append(asyncio.ensure_future(self._deadline(float(deadline))))
+        self._push()
+        volumes = await self._prepare_volumes()
+        self.sandbox_ready = True
+        self._push()
+        spec = self.pod.get("spec") or {}
+        for i, c in enumerate(spec.get("initContainers") or []):
+            cs = self.init_statuses[i]
+            if c.get("restartPolicy") == "Always":  # a native sidecar: started, not awaited
+                started = asyncio.Event()
+                self.side_tasks.append(asyncio.ensure_future(
+                    self._supervise(c, cs, volumes, "Always", False, started)))
+                await started.wait()
+                continue
+            policy = "Never" if self.restart_policy == "Never" else "OnFailure"
+            code = await self._supervise(c, cs, volumes, policy, True)
+            if code != 0:
+                self.init_failed = True
+                self._push()
+                return
+        self.init_done = True
+        for cs in self.statuses:
+            if cs["state"].get("waiting", {}).get("reason") == "PodInitializing":
+                cs["state"] = waiting("ContainerCreating")
+        self._push()
+        await asyncio.gather(*(self._supervise(c, self.statuses[i], volumes, self.restart_policy,
+                                               False)
+                               for i, c in enumerate(spec.get("containers") or [])))
+        # all containers are done for good: sidecars end with them
+        for t in self.side_tasks:
+            t.cancel()
+        await asyncio.gather(*self.side_tasks, return_exceptions=True)
+        self.side_tasks.clear()
+        await self._kill_all(float((self.pod.get("spec") or {}).get(
+            "terminationGracePeriodSeconds", 30)))
+        self.k.ips.release(self.pod_ip, self.uid)
+        self._push()
+
+    async def _deadline(self, seconds: float) -> None:
+        """activeDeadlineSeconds of the pod itself: its containers are killed, it fails."""
+        await asyncio.sleep(seconds)
+        if self.phase in TERMINAL:
+            return
+        self.lifecycle.cancel()
+        await asyncio.gather(self.lifecycle, return_exceptions=True)
+        message = "Pod was active on the node longer than the specified deadline"
+        self._event_pod("Normal", "DeadlineExceeded", message)
+        await self._kill_all(float((self.pod.get("spec") or {}).get(
+            "terminationGracePeriodSeconds", 30)))
+        self.phase = "Failed"
+        self.reason, self.message = "DeadlineExceeded", message
+        self._push()
+
+    # --- steps ---
+
+    async def _wait_poke(self, timeout: float) -> None:
+        self.poke.clear()
+        try:
+            await asyncio.wait_for(self.poke.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _schedule(self) -> None:
+        last = None
+        while True:
+            msg = unschedulable_message(self.pod, self.k.allocatable,
+                                        self.k.used_resources(self.uid))
+            if msg is None:
+                break
+            if msg != last:
+                set_condition(self.conditions, "PodScheduled", "False", "Unschedulable", msg)
+                self._push(scheduled=False)
+                self.k.events.record(self.pod, "Warning", "FailedScheduling", msg,
+                                     component="default-scheduler")
+                last = msg
+            await self._wait_poke(self.k.config.retry_interval * 5)
+        node = self.k.config.node_name
+
+        def bind(obj: dict) -> None:
+            if obj["metadata"]["uid"] == self.uid:
+                obj.setdefault("spec", {})["nodeName"] = node
+        self.pod = self.k.store.mutate(PODS, self.ns, self.name, bind)
+        self.scheduled = True
+        set_condition(self.conditions, "PodScheduled", "True")
+        self.k.events.record(self.pod, "Normal", "Scheduled",
+                             f"Successfully assigned {self.ns}/{self.name} to {node}",
+                             component="default-scheduler")
+
+    async def _prepare_volumes(self) -> dict[str, Volume]:
+        backoff = Backoff(self.k.config.backoff_initial, self.k.config.retry_interval * 4)
+        while True:
+            try:
+                return prepare_volumes(self._pod_view(), self._volume_dir(), self.k.state_dir,
+                                       self.k.lookup(SECRETS), self.k.lookup(CONFIGMAPS))
+            except MountError as e:
+                self._event("Warning", "FailedMount", str(e))
+            await self._wait_poke(backoff.next())
+
+    def _event_pod(self, etype: str, reason: str, message: str) -> None:
+        self.k.events.record(self.pod, etype, reason, message)
+
+    def _status(self) -> dict:
+        if self.phase not in TERMINAL:
+            self.phase = pod_phase(self.restart_policy, self.init_done, self.init_failed,
+                                   self.statuses)
+        status: dict = {"phase": self.phase}
+        if self.reason:
+            status["reason"], status["message"] = self.reason, self.message
+        if not self.scheduled:
+            status["conditions"] = [dict(c) for c in self.conditions]
+            return status
+        self.conditions = pod_conditions(self.conditions, self.phase, self.sandbox_ready,
+                                         self.init_done, self.init_statuses, self.statuses)
+        status["conditions"] = [dict(c) for c in self.conditions]
+        status["hostIP"] = HOST_IP
+        status["hostIPs"] = [{"ip": HOST_IP}]
+        if self.pod_ip:
+            status["podIP"] = self.pod_ip
+            status["podIPs"] = [{"ip": self.pod_ip}]
+        if self.start_time:
+            status["startTime"] = self.start_time
+        if self.init_statuses:
+            status["initContainerStatuses"] = [dict(cs) for cs in self.init_statuses]
+        status["containerStatuses"] = [dict(cs) for cs in self.statuses]
+        qos = (self.pod.get("status") or {}).get("qosClass")
+        if qos:
+            status["qosClass"] = qos
+        return status
+
+    def _pod_view(self) -> dict:
+        view = dict(self.pod)
+        view["status"] = self._status()
+        return view
+
+    def _push(self, scheduled: bool = True) -> None:
+        status = self._status()
+
+        def fn(obj: dict) -> None:
+            if obj["metadata"]["uid"] == self.uid:  # not a new pod of the same name
+                obj["status"] = {**(obj.get("status") or {}), **status}
+        try:
+            pod = self.k.store.mutate(PODS, self.ns, self.name, fn)
+            if pod["metadata"]["uid"] == self.uid:
+                self.pod = pod
+        except ApiError as e:
+            if e.code != 404:
+                raise
