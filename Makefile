@@ -20,5 +20,8 @@ test: venv
 demo: venv
 	$(PYTHON) -m localcluster demo --k8s $(K8S)
 
+# Targets of other concerns (cluster, images, benchmarks, soak) live in mk/*.mk.
+-include mk/*.mk
+
 clean:
 	rm -rf $(VENV) run .pytest_cache .hypothesis

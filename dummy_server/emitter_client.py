@@ -13,6 +13,20 @@ TERMINAL = frozenset({"completed", "failed", "start failed", "non-existing Docke
                       "killed by user", "not allowed", "unknown error"})
 
 
+def progress_line(event: dict, width: int = 20) -> str:
+    """One progress report as a bar: ``task 1 run 1 on node-a: [#####.....]  50% message``."""
+    fraction = event.get("progress")
+    if isinstance(fraction, (int, float)) and not isinstance(fraction, bool):
+        fraction = min(1.0, max(0.0, float(fraction)))
+        filled = round(fraction * width)
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:3.0f}%"
+    else:
+        bar = f"[{'?' * width}]    "
+    message = " ".join(str(event.get("message") or "").split())[:60]
+    return (f"task {event.get('task_id')} run {event.get('run_id')} on {event.get('node_id')}: "
+            f"{bar} {message}").rstrip()
+
+
 class EmitterError(Exception):
     """A failure talking to the server; ``exit_code`` 2 for bad input, 1 otherwise."""
 
@@ -61,6 +75,7 @@ class ServerClient:
         refusal: list[Any] = []
         sio.on("task_status", lambda data: on_event("task_status", data))
         sio.on("task_result", lambda data: on_event("task_result", data))
+        sio.on("task_progress", lambda data: on_event("task_progress", data))
         sio.on("command_error", lambda data: on_event("command_error", data))
         sio.on("connect_error", lambda data: refusal.append(data))
         try:
@@ -88,6 +103,9 @@ class Waiter:
         if event == "command_error":
             print(f"server refused run {data.get('run_id')}: {data.get('error')}", file=self._out)
         elif data.get("task_id") in self.task_ids:
+            if event == "task_progress":
+                print(progress_line(data), file=self._out, flush=True)
+                return  # progress is not a change in the runs' state
             if event == "task_status":
                 detail = f" ({data['detail']})" if data.get("detail") else ""
                 print(f"task {data['task_id']} run {data['run_id']} on {data['node_id']}: "

@@ -73,6 +73,8 @@ async def create_task(request: web.Request) -> web.Response:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from e
+    except RecursionError as e:  # "[[[[…" deeper than the parser's stack (was a 500)
+        raise BadRequest("request body is not valid JSON: nested too deeply") from e
     req = parse_task_request(body, service.config.node_ids)
     created, messages = service.create_task(who, req)
     await request.app[SOCKETS].send(messages)

@@ -88,7 +88,14 @@ def _task(loader, source: str, node: yaml.Node, path: str) -> RecipeTask:
 
 
 def parse_recipe(text: str, source: str = "<recipe>") -> list[RecipeTask]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # the reader checks the characters at once: a control character raised ReaderError
+        # out of the loader's constructor, past every handler below (tests/reliability)
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, max(e.position, 0)) + 1
+        raise RecipeError(f"{source}:{line}: invalid YAML: character #x{e.character:04x} is "
+                          f"not allowed") from e
     try:
         try:
             root = loader.get_single_node()

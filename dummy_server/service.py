@@ -47,6 +47,32 @@ def researcher_room(name: str) -> str:
     return f"researcher:{name}"
 
 
+MAX_PROGRESS_MESSAGE = 500
+
+
+def parse_progress(data: Any) -> tuple[int, int, float | None, str]:
+    """(run_id, seq, progress, message) of an ``algorithm_progress`` report."""
+    if not isinstance(data, dict):
+        raise BadRequest("algorithm_progress needs an object")
+
+    def whole(key: str) -> int:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2 ** 53:
+            raise BadRequest(f"{key}: must be a positive integer")
+        return value
+    run_id, seq = whole("run_id"), whole("seq")
+    fraction = data.get("progress")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0.0 <= fraction <= 1.0:
+            raise BadRequest("progress: must be a number from 0 to 1, or null")
+        fraction = float(fraction)
+    message = data.get("message", "")
+    if not isinstance(message, str):
+        raise BadRequest("message: must be a string")
+    return run_id, seq, fraction, message[:MAX_PROGRESS_MESSAGE]
+
+
 def task_status(runs: list[dict]) -> str:
     statuses = [r["status"] for r in runs]
     if statuses and all(s == "completed" for s in statuses):
@@ -63,6 +89,8 @@ class Service:
         self.config = config
         self.store = store
         self._clock = clock
+        # latest progress per run (node id, run id): live only, not kept across restarts
+        self.latest_progress: dict[tuple[str, int], dict] = {}
 
     # --- authentication -------------------------------------------------------------------
     def authenticate(self, bearer: str | None) -> Principal:
@@ -154,6 +182,22 @@ class Service:
                               {"task_id": run["task_id"], "run_id": run_id, "node_id": node_id,
                                "status": status, "detail": detail})
 
+    def progress(self, node_id: str, data: Any) -> list[Message]:
+        """A progress report of a running algorithm (CONTRACTS §9), passed on to the task's
+        owner as ``task_progress``. Reports arrive in ``seq`` order; a stale or repeated one
+        (e.g. after a node reconnect) is dropped, so researchers see each step once, in order."""
+        run_id, seq, fraction, message = parse_progress(data)
+        run = self.store.run_of_node(run_id, node_id)
+        if run is None:
+            raise NotFound(f"run {run_id} is not a run of node {node_id}")
+        key = (node_id, run_id)
+        if seq <= self.latest_progress.get(key, {}).get("seq", 0):
+            return []
+        event = {"task_id": run["task_id"], "run_id": run_id, "node_id": node_id, "seq": seq,
+                 "progress": fraction, "message": message}
+        self.latest_progress[key] = event
+        return self._to_owner(run["task_id"], "task_progress", event)
+
     def result(self, node_id: str, data: Any) -> tuple[dict, list[Message]]:
         run_id, status, result_data, logs = parse_result(data)
         run = self.store.run_of_node(run_id, node_id)
@@ -195,7 +239,11 @@ class Service:
     def run_view(self, run: dict) -> dict:
         return {"id": run["run_id"], "task_id": run["task_id"], "node_id": run["node_id"],
                 "status": run["status"], "history": self.store.history(run["pk"]),
-                "result": run["result"]}
+                "result": run["result"], "progress": self._progress_view(run)}
+
+    def _progress_view(self, run: dict) -> dict | None:
+        latest = self.latest_progress.get((run["node_id"], run["run_id"]))
+        return None if latest is None else {k: latest[k] for k in ("seq", "progress", "message")}
 
     def get_task(self, who: Principal, task_id: int) -> dict:
         task = self.store.task(task_id)

@@ -20,7 +20,7 @@ class SocketHandlers:
         self.service = service
         self.peers: dict[str, tuple[str, str]] = {}  # sid -> ("node"|"researcher", id)
         for name in ("connect", "disconnect", "node_connection_request", "algorithm_status_change",
-                     "run_result", "command_rejected", "command_request"):
+                     "run_result", "command_rejected", "command_request", "algorithm_progress"):
             sio.on(name, getattr(self, "on_" + name))
 
     async def close(self) -> None:
@@ -100,12 +100,14 @@ class SocketHandlers:
         peer_kind, ident = self.peers.get(sid, (None, None))
         return ident if peer_kind == kind else None
 
-    async def on_node_connection_request(self, sid: str, data: Any) -> None:
+    # Events may come with no argument or with several (any Socket.IO client can send them):
+    # without these defaults the handler raised TypeError and the sender never got an answer.
+    async def on_node_connection_request(self, sid: str, data: Any = None, *_extra: Any) -> None:
         node_id = self._peer(sid, "node")
         version = data.get("version") if isinstance(data, dict) else None
         log.info("node %s announced itself (version %s)", node_id, version)
 
-    async def on_algorithm_status_change(self, sid: str, data: Any) -> dict:
+    async def on_algorithm_status_change(self, sid: str, data: Any = None, *_extra: Any) -> dict:
         node_id = self._peer(sid, "node")
         if node_id is None:
             return {"ok": False, "error": "only nodes report status changes"}
@@ -116,7 +118,18 @@ class SocketHandlers:
             return {"ok": False, "error": str(e)}
         return {"ok": True}
 
-    async def on_run_result(self, sid: str, data: Any) -> dict:
+    async def on_algorithm_progress(self, sid: str, data: Any = None, *_extra: Any) -> dict:
+        node_id = self._peer(sid, "node")
+        if node_id is None:
+            return {"ok": False, "error": "only nodes report progress"}
+        try:
+            await self.send(self.service.progress(node_id, data))
+        except ServerError as e:
+            log.debug("progress from %s refused: %s", node_id, e)
+            return {"ok": False, "error": str(e)}
+        return {"ok": True}
+
+    async def on_run_result(self, sid: str, data: Any = None, *_extra: Any) -> dict:
         node_id = self._peer(sid, "node")
         if node_id is None:
             return {"ok": False, "error": "only nodes report results"}
@@ -128,13 +141,13 @@ class SocketHandlers:
         await self.send(messages)
         return ack
 
-    async def on_command_rejected(self, sid: str, data: Any) -> None:
+    async def on_command_rejected(self, sid: str, data: Any = None, *_extra: Any) -> None:
         node_id = self._peer(sid, "node")
         if isinstance(data, dict):
             log.warning("node %s rejected run %s: %s", node_id, data.get("run_id"),
                         str(data.get("error"))[:500])
 
-    async def on_command_request(self, sid: str, data: Any) -> dict:
+    async def on_command_request(self, sid: str, data: Any = None, *_extra: Any) -> dict:
         researcher = self._peer(sid, "researcher")
         run_id = data.get("run_id") if isinstance(data, dict) else None
         if researcher is None:

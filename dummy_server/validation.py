@@ -1,6 +1,7 @@
 """Pure validation of what researchers, containers and nodes send; errors name the bad field."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,20 @@ class TaskRequest:
         return spec
 
 
+def check_plain_json(value: Any, what: str) -> None:
+    """Refuse what JSON parsers accept but nothing downstream can store or relay: lone UTF-16
+    surrogates ("\\ud800", unencodable in UTF-8: SQLite raised and the API answered 500), NaN and
+    infinities, and nesting deeper than the recursion limit (found by tests/reliability)."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what}: contains invalid Unicode (a lone surrogate)") from None
+    except ValueError:
+        raise BadRequest(f"{what}: NaN and Infinity are not JSON numbers") from None
+    except RecursionError:
+        raise BadRequest(f"{what}: nested too deeply") from None
+
+
 def is_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_ID
 
@@ -55,6 +70,7 @@ def _str_list(body: dict, key: str, max_items: int, max_len: int) -> list[str] |
 def parse_task_request(body: Any, known_nodes: list[str]) -> TaskRequest:
     if not isinstance(body, dict):
         raise BadRequest("request body: expected a JSON object")
+    check_plain_json(body, "request body")
     allowed = {"image", "input", "arguments", "databases", "nodes", "name", "resources",
                "deadline_seconds"}
     unknown = sorted(set(body) - allowed)
@@ -105,6 +121,7 @@ def parse_legacy_request(payload: Any, known_nodes: list[str]) -> tuple[dict, li
     """Split a researcher's ``command_request`` into (payload to relay, target nodes)."""
     if not isinstance(payload, dict):
         raise BadRequest("command_request: expected an object")
+    check_plain_json(payload, "command_request")
     relay = {k: v for k, v in payload.items() if k != "target_nodes"}
     if not is_id(relay.get("run_id")):
         raise BadRequest("run_id: expected a positive integer below 2**53")

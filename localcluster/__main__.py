@@ -1,16 +1,29 @@
 """Command line: ``python -m localcluster serve --state-dir DIR [--port 0] [--images FILE ...]
-[--history N]`` and ``python -m localcluster demo ...`` (see localcluster.stack)."""
+[--history N] [--pod-network host|isolated|auto] [--pod-cidr CIDR] [--egress-allow HOST:PORT ...]``,
+``python -m localcluster cleanup-network`` (removes what killed clusters left of their pod
+networks) and ``python -m localcluster demo ...`` (see localcluster.stack).
+
+The pod network (`localcluster.netns`) is ``host`` unless asked: the API stand-in alone keeps
+its plain behaviour; the demo and integration stack (`localcluster.stack`) ask for ``auto``
+(isolated when root with ``ip`` and ``nft``). ``DIR/network.json`` describes the network
+(``mode``, and when isolated ``gateway``, ``subnet``, ``egress``); it is written before the
+kubeconfig.
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from localcluster.netns import (DEFAULT_CIDR, MODES, NetworkError, NetworkSettings,
+                                cleanup_leftovers, open_network, parse_egress)
 
 log = logging.getLogger("localcluster")
 
@@ -23,6 +36,7 @@ class ServeSettings:
     history: int = 5000
     host: str = "127.0.0.1"
     bookmark_interval: float = 60.0
+    network: NetworkSettings = field(default_factory=NetworkSettings)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,21 +52,49 @@ def _parser() -> argparse.ArgumentParser:
                    help="watch events kept for resuming (older resourceVersions get 410)")
     s.add_argument("--bookmark-interval", type=float, default=60.0,
                    help="seconds between BOOKMARK events on watches that allow them")
+    s.add_argument("--pod-network", choices=MODES, default="host",
+                   help="host: pods share the host's network; isolated: one network namespace "
+                        "per pod whose only way out is --egress-allow (needs root, ip, nft); "
+                        "auto: isolated when possible, else host with a warning")
+    s.add_argument("--pod-cidr", default=DEFAULT_CIDR,
+                   help="isolated mode: the cluster takes a free /24 of it")
+    s.add_argument("--egress-allow", action="append", default=[], metavar="HOST:PORT",
+                   help="isolated mode: where pods may connect (repeatable); HOST is an IPv4 "
+                        "address of this host or 'gateway' (the host's address in the pod "
+                        "network, where e.g. the proxy listens)")
     s.add_argument("--log-level", default="INFO")
+    sub.add_parser("cleanup-network",
+                   help="remove pod networks left by local clusters that were killed")
     sub.add_parser("demo", help="run the whole demo stack", add_help=False)
     return p
 
 
 async def _serve(settings: ServeSettings) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    kc_path = settings.state_dir / "kubeconfig"
+    kc_path.unlink(missing_ok=True)  # a stale file would look like a ready cluster
+    cleanup_leftovers(settings.network.run_dir)
+    network = open_network(settings.network)
+    try:
+        _write_json(settings.state_dir / "network.json", network.describe())
+        return await _serve_with(settings, kc_path, network)
+    finally:
+        network.close()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
     from aiohttp import web
 
     from localcluster import kubeconfig
     from localcluster.api import ApiSettings, make_app
     from localcluster.store import Store
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    kc_path = settings.state_dir / "kubeconfig"
-    kc_path.unlink(missing_ok=True)  # a stale file would look like a ready cluster
     store = Store(history=settings.history)
     api = ApiSettings(token=secrets.token_urlsafe(32), state_dir=settings.state_dir,
                       bookmark_interval=settings.bookmark_interval)
@@ -68,7 +110,7 @@ async def _serve(settings: ServeSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    controllers = _start_controllers(store, settings)
+    controllers = _start_controllers(store, settings, network)
     exit_code = 0
     if controllers is not None:
         controllers.add_done_callback(lambda t: stop.set())
@@ -95,7 +137,7 @@ async def _serve(settings: ServeSettings) -> int:
     return exit_code
 
 
-def _start_controllers(store, settings: ServeSettings) -> asyncio.Task | None:
+def _start_controllers(store, settings: ServeSettings, network) -> asyncio.Task | None:
     try:
         controllers = importlib.import_module("localcluster.controllers")
     except ModuleNotFoundError as e:
@@ -103,8 +145,12 @@ def _start_controllers(store, settings: ServeSettings) -> asyncio.Task | None:
             raise
         log.warning("localcluster.controllers is missing: serving without controllers")
         return None
+    kwargs = {}
+    if network.mode != "host":  # the host network is the kubelet's default
+        from localcluster.kubelet import KubeletConfig
+        kwargs["kubelet_config"] = KubeletConfig(network=network)
     return asyncio.ensure_future(controllers.run_controllers(
-        store, state_dir=settings.state_dir, image_files=list(settings.images)))
+        store, state_dir=settings.state_dir, image_files=list(settings.images), **kwargs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,13 +158,27 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:
         from localcluster.stack import demo_main
         return demo_main(argv[1:]) or 0
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "cleanup-network":
+        removed = cleanup_leftovers()
+        print("\n".join(removed) or "nothing to remove")
+        return 0
+    try:
+        network = NetworkSettings(mode=args.pod_network, cidr=args.pod_cidr,
+                                  egress=tuple(parse_egress(e) for e in args.egress_allow))
+    except NetworkError as e:
+        parser.error(str(e))
     settings = ServeSettings(state_dir=args.state_dir.resolve(), port=args.port,
                              images=[p.resolve() for p in args.images], history=args.history,
-                             bookmark_interval=args.bookmark_interval)
-    return asyncio.run(_serve(settings))
+                             bookmark_interval=args.bookmark_interval, network=network)
+    try:
+        return asyncio.run(_serve(settings))
+    except NetworkError as e:
+        log.error("%s", e)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 For every pod it: schedules it (``spec.nodeName``, condition PodScheduled; a pod asking for more
 than the node's allocatable resources, or for a resource the node lacks such as
-``nvidia.com/gpu``, stays Pending/Unschedulable), gives it a loopback pod IP (127.0.1.x), sets up
+``nvidia.com/gpu``, stays Pending/Unschedulable), gives it its network (`localcluster.netns`: a
+loopback pod IP 127.0.1.x on the host's network, or its own isolated namespace), sets up
 its volumes (`kubelet_volumes`), runs its init containers in order and then its containers
 through a `Runtime`, restarts them per ``restartPolicy`` (back-off 1s, 2s, 4s… capped at 10s —
 shorter than a real kubelet's 10s…5min), and writes the pod status and core/v1 Events as a real
@@ -28,6 +29,7 @@ from localcluster.kubelet_events import EventRecorder
 from localcluster.kubelet_logs import LogError, read_log, resolve_log_path
 from localcluster.kubelet_pod import TERMINAL, PodWorker
 from localcluster.kubelet_spec import NODE_NAME, parse_quantity, pod_requests
+from localcluster.netns import HostNetwork, IsolatedNetwork, NetworkError, PodNet
 from localcluster.registry import Registry
 from localcluster.resources import CONFIGMAPS, PODS, SECRETS
 from localcluster.runtime.base import Runtime
@@ -45,32 +47,11 @@ class KubeletConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 10.0
     retry_interval: float = 2.0  # re-check of unschedulable pods and failed mounts
+    network: HostNetwork | IsolatedNetwork | None = None  # None: the host's (localcluster.netns)
 
     def allocatable_quantities(self) -> dict[str, Decimal]:
         return {k: parse_quantity(v) for k, v in self.allocatable.items()}
 
-
-
-class IpPool:
-    """127.0.1.2 … 127.0.1.254, handed out in turn, skipping addresses in use."""
-
-    def __init__(self) -> None:
-        self._next = 2
-        self._used: dict[str, str] = {}  # ip -> pod uid
-
-    def allocate(self, uid: str) -> str:
-        for _ in range(253):
-            ip = f"127.0.1.{self._next}"
-            self._next = 2 if self._next >= 254 else self._next + 1
-            if ip not in self._used:
-                self._used[ip] = uid
-                return ip
-        log.warning("all 253 pod IPs are in use; sharing one")
-        return f"127.0.1.{self._next}"
-
-    def release(self, ip: str | None, uid: str) -> None:
-        if ip and self._used.get(ip) == uid:
-            del self._used[ip]
 
 
 class Kubelet:
@@ -82,7 +63,7 @@ class Kubelet:
         self.runtime = runtime
         self.config = config or KubeletConfig()
         self.allocatable = self.config.allocatable_quantities()
-        self.ips = IpPool()
+        self.network = self.config.network or HostNetwork()
         self.events = EventRecorder(store, self.config.node_name)
         self.workers: dict[str, PodWorker] = {}
         self.closing = False
@@ -101,6 +82,7 @@ class Kubelet:
             w.task.cancel()
         await asyncio.gather(*(w.task for w in workers), return_exceptions=True)
         await self.runtime.close()
+        await self.network.drain()
 
     # --- store notifications (synchronous: only record and wake up) ---
 
@@ -108,10 +90,11 @@ class Kubelet:
         if res == PODS:
             uid = obj["metadata"]["uid"]
             worker = self.workers.get(uid)
+            if etype == "DELETED" or (obj.get("status") or {}).get("phase") in TERMINAL:
+                self._poke_unscheduled(uid)  # resources freed: a waiting pod may fit now
             if etype == "DELETED":
                 if worker is not None:
                     worker.gone()
-                self._poke_all()  # resources freed: unschedulable pods may fit now
                 return
             node = (obj.get("spec") or {}).get("nodeName")
             if node and node != self.config.node_name:
@@ -123,11 +106,13 @@ class Kubelet:
             else:
                 worker.update(obj)
         elif res in (SECRETS, CONFIGMAPS):
-            self._poke_all()
+            for w in self.workers.values():  # a missing Secret/ConfigMap may exist now
+                w.poke.set()
 
-    def _poke_all(self) -> None:
-        for w in self.workers.values():
-            w.poke.set()
+    def _poke_unscheduled(self, changed_uid: str) -> None:
+        for uid, w in self.workers.items():
+            if uid != changed_uid and not w.scheduled:
+                w.poke.set()
 
     def used_resources(self, exclude: str) -> dict[str, Decimal]:
         used: dict[str, Decimal] = {"pods": Decimal(0)}
@@ -138,6 +123,20 @@ class Kubelet:
             for k, v in pod_requests(w.pod).items():
                 used[k] = used.get(k, Decimal(0)) + v
         return used
+
+    async def sandbox(self, worker: PodWorker) -> PodNet:
+        """The pod's network (IP, namespace); retried with back-off as a kubelet retries a
+        failed sandbox."""
+        host_network = bool((worker.pod.get("spec") or {}).get("hostNetwork"))
+        delay = self.config.backoff_initial
+        while True:
+            try:
+                return await self.network.setup(worker.uid, host_network)
+            except NetworkError as e:
+                self.events.record(worker.pod, "Warning", "FailedCreatePodSandBox",
+                                   f"Failed to create pod sandbox: {e}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.backoff_max)
 
     def lookup(self, res):
         def get(ns: str, name: str) -> dict | None:

@@ -79,7 +79,8 @@ class ContainerRunner:
                 cwd=c.get("workingDir") or image.workdir, mounts=mounts, uid=ident.uid,
                 gid=ident.gid, groups=ident.groups, root_readonly=ident.root_readonly,
                 no_new_privs=ident.no_new_privs, capabilities=ident.capabilities,
-                memory_limit=memory_limit(c), cpu_limit_millis=cpu_limit_millis(c))
+                memory_limit=memory_limit(c), cpu_limit_millis=cpu_limit_millis(c),
+                netns=self.netns)
 
     async def _supervise(self, c: dict, cs: dict, volumes: dict[str, Volume], policy: str,
                          is_init: bool, started: asyncio.Event | None = None) -> int:

@@ -46,6 +46,7 @@ class PodWorker(ContainerRunner):
         for cs in self.statuses:
             cs["state"] = waiting(first)
         self.pod_ip: str | None = None
+        self.netns: str | None = None  # the pod's network namespace (None: the host's)
         self.start_time: str | None = None
         self.sandbox_ready = False
         self.init_done = not self.init_statuses
@@ -58,6 +59,7 @@ class PodWorker(ContainerRunner):
         self.reason: str | None = None  # pod-level status reason/message (DeadlineExceeded)
         self.message: str | None = None
         self.lifecycle: asyncio.Task | None = None
+        self._kills: set[asyncio.Task] = set()
         self.task = asyncio.ensure_future(self.run())
 
     # --- notifications ---
@@ -68,8 +70,13 @@ class PodWorker(ContainerRunner):
             self.ending.set()
 
     def gone(self) -> None:
+        """Removed from the store (e.g. a forced delete): containers are killed at once."""
         self.removed = True
         self.ending.set()
+        for handle in list(self.running.values()):
+            task = asyncio.ensure_future(self.k.runtime.stop(handle, 0))
+            self._kills.add(task)
+            task.add_done_callback(self._kills.discard)
 
     # --- main ---
 
@@ -95,7 +102,7 @@ class PodWorker(ContainerRunner):
                 self._finish()
 
     def _finish(self) -> None:
-        self.k.ips.release(self.pod_ip, self.uid)
+        self.k.network.release(self.uid)
         self.k.workers.pop(self.uid, None)
         shutil.rmtree(pod_dir(self.k.state_dir, self.pod), ignore_errors=True)
         shutil.rmtree(self._volume_dir(), ignore_errors=True)
@@ -133,7 +140,8 @@ class PodWorker(ContainerRunner):
             return  # a finished pod from before (nothing to run)
         if not self.scheduled:
             await self._schedule()
-        self.pod_ip = self.k.ips.allocate(self.uid)
+        net = await self.k.sandbox(self)
+        self.pod_ip, self.netns = net.ip, net.netns
         self.start_time = rfc3339()
         deadline = (self.pod.get("spec") or {}).get("activeDeadlineSeconds")
         if deadline is not None:
@@ -172,7 +180,7 @@ class PodWorker(ContainerRunner):
         self.side_tasks.clear()
         await self._kill_all(float((self.pod.get("spec") or {}).get(
             "terminationGracePeriodSeconds", 30)))
-        self.k.ips.release(self.pod_ip, self.uid)
+        self.k.network.release(self.uid)
         self._push()
 
     async def _deadline(self, seconds: float) -> None:
@@ -208,7 +216,7 @@ class PodWorker(ContainerRunner):
                 break
             if msg != last:
                 set_condition(self.conditions, "PodScheduled", "False", "Unschedulable", msg)
-                self._push(scheduled=False)
+                self._push()
                 self.k.events.record(self.pod, "Warning", "FailedScheduling", msg,
                                      component="default-scheduler")
                 last = msg
@@ -271,7 +279,7 @@ class PodWorker(ContainerRunner):
         view["status"] = self._status()
         return view
 
-    def _push(self, scheduled: bool = True) -> None:
+    def _push(self) -> None:
         status = self._status()
 
         def fn(obj: dict) -> None:

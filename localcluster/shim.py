@@ -3,6 +3,9 @@
 Run by the process runtime as
 ``unshare --mount --propagation private <python> -I shim.py SPEC.json`` (as root), so every mount
 below happens in the container's own private mount namespace and never shows on the host.
+The container gets a private root: an overlay of the host's ``/`` with a tmpfs upper layer
+(``root_dir``), chrooted into, so its writes outside volumes — and mount points such as ``/app``
+— stay in the container; the host's other file systems (/proc, /dev, /sys…) are bound in.
 Standard library only: it runs with ``-I`` (isolated), without the project on ``sys.path``.
 
 SPEC.json: ``{"argv", "env", "cwd", "mounts": [{"source", "target", "readonly"}],
@@ -10,7 +13,9 @@ SPEC.json: ``{"argv", "env", "cwd", "mounts": [{"source", "target", "readonly"}]
 bounding set; null = Docker's default set for uid 0, none otherwise), "cgroups" (cgroup
 directories to join), "reachable" (paths the uid must be able to reach, e.g. the interpreter),
 "namespace" (false: no mount setup, identity unchanged — the non-root fallback), "error_file",
-"parent_pid" (the cluster process: the container gets SIGKILL when it dies)}``.
+"parent_pid" (the cluster process: the container gets SIGKILL when it dies), "root_dir" (an
+empty directory for the private root; absent: no private root), "netns" (path of a network
+namespace to join first, e.g. ``/run/netns/lcn0-2``; absent or null: the host's network)}``.
 
 On a setup failure the shim writes the reason to ``error_file`` and exits 128, so the runtime can
 report it (as a container runtime reports StartError / CreateContainerError).
@@ -36,6 +41,7 @@ MS_REC = 16384
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+CLONE_NEWNET = 0x40000000
 SETUP_FAILED = 128
 
 # Docker's default capability set for root containers (moby oci/caps/defaults.go).
@@ -63,6 +69,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int,
@@ -77,6 +84,20 @@ def _prctl(option: int, arg: int) -> None:
     if _libc.prctl(option, arg, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise SetupError(f"prctl({option}, {arg}): {os.strerror(err)}")
+
+
+def enter_netns(path: str) -> None:
+    """Join the pod's network namespace (all containers of a pod share it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SetupError(f"network namespace {path}: {e.strerror}") from e
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise SetupError(f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 # --- making paths reachable for a non-root uid -------------------------------------------------
@@ -145,7 +166,9 @@ def make_reachable(paths: list[str], uid: int, gids: set[int]) -> None:
 # --- mount points ------------------------------------------------------------------------------
 
 class MountPoints:
-    """Creates mount targets without leaving more than empty top-level directories on the host."""
+    """Creates mount targets. In the private root they land in the container's own layer; where
+    a target lies on a host file system bound in (or there is no private root) only an empty
+    directory is left there: what is created below it goes to a covering private tmpfs."""
 
     def __init__(self) -> None:
         self.ours: list[str] = []  # tmpfs mounts made here; creating inside them is private
@@ -293,6 +316,8 @@ def become(spec: dict) -> None:
 
 def run(spec: dict) -> None:
     """Everything up to the exec; raises SetupError."""
+    if spec.get("netns"):
+        enter_netns(spec["netns"])  # first: before privileges are dropped
     pid = str(os.getpid())
     for cg in spec.get("cgroups", []):
         try:

@@ -2,6 +2,12 @@
 
 Used by `make demo` (`python -m localcluster demo`) and by the integration tests. Every process
 writes its log to `<workdir>/logs/<name>.log`; everything started is stopped by `close()`.
+
+Pod network: by default (``pod_network="auto"``) the local cluster isolates every pod in its own
+network namespace when it can (root, ``ip``, ``nft``; see `localcluster.netns`), with the proxy as
+the only way out: the proxy then listens on the cluster's gateway address (`proxy_host`) at a port
+picked before the cluster starts (the cluster's ``--egress-allow gateway:PORT``), and the nodes'
+config points there. Without root or the tools it falls back to the host's network (logged).
 """
 from __future__ import annotations
 
@@ -88,7 +94,8 @@ class NodeSpec:
 class Stack:
     """Start parts one by one (tests pick what they need) or all with `start_all()`."""
 
-    def __init__(self, workdir: Path, *, researcher_key: str | None = None, python: str | None = None):
+    def __init__(self, workdir: Path, *, researcher_key: str | None = None, python: str | None = None,
+                 pod_network: str = "auto"):
         self.workdir = Path(workdir)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.python = python or sys.executable
@@ -99,6 +106,10 @@ class Stack:
         self.kubeconfig: Path | None = None
         self.server_url: str | None = None
         self.proxy_port: int | None = None
+        self.pod_network = pod_network  # host | isolated | auto (for the local cluster)
+        self.network: dict = {"mode": "host"}  # as the local cluster describes it
+        self.proxy_host = "127.0.0.1"  # where the proxy listens (the gateway when isolated)
+        self._proxy_listen_port = 0
         self.nodes: dict[str, NodeSpec] = {}
 
     # -- processes -----------------------------------------------------------------------------
@@ -126,17 +137,34 @@ class Stack:
         return wait_for(ready, timeout, f"{proc.name} to listen")
 
     # -- parts ----------------------------------------------------------------------------------
-    def start_cluster(self, *, kubeconfig: Path | None = None, **kwargs) -> None:
+    def start_cluster(self, *, kubeconfig: Path | None = None, pod_network: str | None = None,
+                      **kwargs) -> None:
         """The local stand-in, or an existing cluster when a kubeconfig is given."""
         if kubeconfig:
             self.kubeconfig = Path(kubeconfig)
         else:
+            from localcluster.netns import GATEWAY, isolation_unavailable
             from localcluster.testing import LocalCluster
+            mode = pod_network or self.pod_network
+            if mode == "auto":
+                why = isolation_unavailable()
+                if why:
+                    log.warning("pod network isolation is off (%s): pods share the host's "
+                                "network", why)
+                mode = "host" if why else "isolated"
+            if mode == "isolated":
+                # the proxy's port must be allowed before the proxy can listen on the gateway
+                self._proxy_listen_port = free_port()
+                kwargs["egress_allow"] = [*kwargs.get("egress_allow", []),
+                                          f"{GATEWAY}:{self._proxy_listen_port}"]
             state_dir = self.workdir / "cluster"
             state_dir.mkdir(parents=True, exist_ok=True)
-            self.cluster = LocalCluster(state_dir=state_dir, **kwargs)
+            self.cluster = LocalCluster(state_dir=state_dir, pod_network=mode, **kwargs)
             self.cluster.start()
             self.kubeconfig = Path(self.cluster.kubeconfig)
+            self.network = self.cluster.network()
+            if self.network.get("mode") == "isolated":
+                self.proxy_host = self.network["gateway"]
         self._ensure_namespace(JOBS_NAMESPACE)
 
     def _ensure_namespace(self, name: str) -> None:
@@ -187,7 +215,8 @@ class Stack:
     def start_proxy(self) -> None:
         port_file = self.workdir / "proxy.port"
         port_file.unlink(missing_ok=True)
-        proc = self._spawn("proxy", ["-m", "dummy_proxy", "--listen", "127.0.0.1:0",
+        listen = f"{self.proxy_host}:{self._proxy_listen_port}"
+        proc = self._spawn("proxy", ["-m", "dummy_proxy", "--listen", listen,
                                      "--upstream", self.server_url, "--port-file", str(port_file)])
         self.proxy_port = self._wait_port_file(proc, port_file)
 
@@ -198,7 +227,7 @@ class Stack:
             "task_dir": str(self.workdir / "nodes" / spec.node_id / "tasks"),
             "databases": spec.databases,
             "kubernetes": {"kubeconfig": str(self.kubeconfig), "jobs_namespace": JOBS_NAMESPACE},
-            "proxy": {"host": "127.0.0.1", "port": self.proxy_port or 0},
+            "proxy": {"host": self.proxy_host, "port": self.proxy_port or 0},
             "images": {"allowed": ["v6-demo/*"]},
             "job": {"deadline_seconds": 300, "termination_grace_seconds": 5},
             "completion": {"mode": spec.completion_mode},
@@ -297,10 +326,14 @@ def demo_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m localcluster demo",
                                      description="Run one avg task end to end and print the result.")
     parser.add_argument("--k8s", default="local",
-                        help="'local' (the stand-in) or a kubeconfig path of a real cluster")
+                        help="'local' (the stand-in), 'k3d' (the system deployed there by "
+                             "`make demo K8S=k3d`), or a kubeconfig path of a real cluster")
     parser.add_argument("--workdir", default=str(REPO / "run" / "demo"))
     parser.add_argument("--column", default="Age")
     args = parser.parse_args(argv)
+    if args.k8s == "k3d":
+        from localcluster.k3d import demo_k3d
+        return demo_k3d(column=args.column)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     workdir = Path(args.workdir)
     if workdir.exists():

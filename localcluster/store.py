@@ -46,6 +46,22 @@ def _spec_part(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _clone(obj: Any) -> Any:
+    """A deep copy of a JSON-shaped object. Objects here are JSON (dicts, lists, scalars), for
+    which this is several times faster than copy.deepcopy: with 1,000 pods, controllers that
+    list them spent most of the loop's time in deepcopy. Anything else falls back to it."""
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone(v) for v in obj]
+    if isinstance(obj, _ATOMS):
+        return obj
+    return copy.deepcopy(obj)
+
+
 class Store(DeletionMixin):
     def __init__(self, history: int = 5000, *, admission: bool = True,
                  namespaces: Iterable[str] = ("default", "kube-system"),
@@ -72,28 +88,28 @@ class Store(DeletionMixin):
         return str(self._rv)
 
     def get(self, res: Resource, namespace: str | None, name: str) -> dict:
-        return copy.deepcopy(self._require(res, namespace, name))
+        return _clone(self._require(res, namespace, name))
 
     def try_get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
         obj = self._table(res).get(self._key(res, namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return _clone(obj) if obj is not None else None
 
     def list(self, res: Resource, namespace: str | None = None, label_selector: Any = None,
              field_selector: Any = None) -> tuple[list[dict], str]:
         filt = make_filter(label_selector, field_selector, res.selectable_fields)
         # sorted by namespace and name, as etcd's key order makes the real server's lists
-        items = [copy.deepcopy(o) for key, o in sorted(self._items(res, namespace)) if filt(o)]
+        items = [_clone(o) for key, o in sorted(self._items(res, namespace)) if filt(o)]
         return items, str(self._rv)
 
     def get_by_uid(self, uid: str) -> tuple[Resource, dict] | None:
         ref = self._by_uid.get(uid)
         if ref is None:
             return None
-        return ref[0], copy.deepcopy(self._objects[ref[0]][ref[1]])
+        return ref[0], _clone(self._objects[ref[0]][ref[1]])
 
     # ---------------------------------------------------------------- writes
     def create(self, res: Resource, namespace: str | None, obj: dict) -> dict:
-        obj = copy.deepcopy(obj)
+        obj = _clone(obj)
         if not isinstance(obj, dict):
             raise bad_request("the object must be a JSON object")
         meta = obj.setdefault("metadata", {})
@@ -128,12 +144,12 @@ class Store(DeletionMixin):
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         self._write(res, obj, None, "ADDED")
-        return copy.deepcopy(obj)
+        return _clone(obj)
 
     def replace(self, res: Resource, namespace: str | None, name: str, obj: dict,
                 subresource: str | None = None) -> dict:
         old = self._require(res, namespace, name)
-        obj = copy.deepcopy(obj)
+        obj = _clone(obj)
         if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
             raise bad_request("the object must be a JSON object with metadata")
         meta = obj.setdefault("metadata", {})
@@ -168,7 +184,7 @@ class Store(DeletionMixin):
         """Controller helper: fn edits a copy in place (spec, status, metadata.labels,
         finalizers...). No validation. No change → no new resourceVersion, no event."""
         old = self._require(res, namespace, name)
-        new = copy.deepcopy(old)
+        new = _clone(old)
         fn(new)
         return self._update(res, old, new, "*", admit=False)
 
@@ -200,7 +216,7 @@ class Store(DeletionMixin):
             grace = self._pod_grace(obj, grace_period_seconds)
             if grace > 0:
                 return self._begin_graceful(res, obj, grace)
-        new = copy.deepcopy(obj)
+        new = _clone(obj)
         nmeta = new["metadata"]
         finalizers = list(nmeta.get("finalizers") or [])
         if propagation == "Foreground" and FOREGROUND not in finalizers and self._dependents_of(obj):
@@ -217,11 +233,11 @@ class Store(DeletionMixin):
                 for dres, dobj in self._dependents_of(new):
                     self._delete_quietly(dres, dobj, "Foreground")
                 self._check_foreground(new["metadata"]["uid"])
-            return copy.deepcopy(self._table(res).get(self._key_of(res, new), new))
+            return _clone(self._table(res).get(self._key_of(res, new), new))
         self._remove(res, obj)
         if propagation == "Background":
             self._collect(obj)
-        return copy.deepcopy(obj)
+        return _clone(obj)
 
     # ------------------------------------------------------------ watch/events
     def watch(self, res: Resource, namespace: str | None, resource_version: str | None,
@@ -315,7 +331,7 @@ class Store(DeletionMixin):
         """subresource None: spec/metadata update (status kept for types with a status
         subresource); "status": only .status; "*": everything (controllers)."""
         if subresource == "status":
-            merged = copy.deepcopy(old)
+            merged = _clone(old)
             if "status" in new:
                 merged["status"] = new["status"]
             else:
@@ -335,7 +351,7 @@ class Store(DeletionMixin):
         new["kind"], new["apiVersion"] = res.kind, res.api_version
         if subresource is None and res.has_status:
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = _clone(old["status"])
             else:
                 new.pop("status", None)
         if admit and self._admission:
@@ -343,7 +359,7 @@ class Store(DeletionMixin):
             validation.validate(res, new, old)
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
-            return copy.deepcopy(old)
+            return _clone(old)
         if _spec_part(new) != _spec_part(old):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         if old["metadata"].get("deletionTimestamp") and not meta.get("finalizers") \
@@ -352,9 +368,9 @@ class Store(DeletionMixin):
             self._write(res, new, old, None)
             self._remove(res, new)
             self._collect(new)
-            return copy.deepcopy(new)
+            return _clone(new)
         self._write(res, new, old, "MODIFIED")
-        return copy.deepcopy(new)
+        return _clone(new)
 
     def _next_rv(self) -> str:
         self._rv += 1
@@ -383,7 +399,7 @@ class Store(DeletionMixin):
         current = self._table(res).pop(key, None)
         if current is None:
             return
-        gone = copy.deepcopy(current)
+        gone = _clone(current)
         gone["metadata"]["resourceVersion"] = self._next_rv()
         uid = gone["metadata"]["uid"]
         self._by_uid.pop(uid, None)
@@ -406,6 +422,6 @@ class Store(DeletionMixin):
                 w.offer(event_type, obj, old)
         for fn in list(self._subscribers):
             try:
-                fn(event_type, res, copy.deepcopy(obj))
+                fn(event_type, res, _clone(obj))
             except Exception:  # a failing controller must not break the API server's write
                 log.exception("store subscriber %r failed on %s %s", fn, event_type, res)

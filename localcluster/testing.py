@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -29,7 +30,10 @@ class LocalClusterError(Exception):
 class LocalCluster:
     def __init__(self, *, images: list[Path] | None = None, history: int | None = None,
                  state_dir: Path | None = None, start_timeout: float = 30.0,
-                 stop_timeout: float = 10.0, extra_args: list[str] | None = None) -> None:
+                 stop_timeout: float = 10.0, extra_args: list[str] | None = None,
+                 pod_network: str | None = None, egress_allow: list[str] | None = None) -> None:
+        """pod_network / egress_allow: ``serve --pod-network`` / ``--egress-allow``
+        (see localcluster.netns); the server's default (host) when None."""
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="localcluster-"))
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -38,6 +42,10 @@ class LocalCluster:
             self._args += ["--images", str(img)]
         if history is not None:
             self._args += ["--history", str(history)]
+        if pod_network is not None:
+            self._args += ["--pod-network", pod_network]
+        for egress in egress_allow or []:
+            self._args += ["--egress-allow", egress]
         self._args += extra_args or []
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -117,6 +125,14 @@ class LocalCluster:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def network(self) -> dict:
+        """The pod network as the cluster describes it (``DIR/network.json``): ``mode``
+        (host|isolated) and, when isolated, ``gateway``, ``subnet``, ``egress``, ``index``."""
+        try:
+            return json.loads((self.state_dir / "network.json").read_text())
+        except (OSError, ValueError):
+            return {"mode": "host"}
 
     def stderr(self) -> str:
         try:

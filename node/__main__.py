@@ -1,4 +1,8 @@
-"""`python -m node --config FILE`: run the node until SIGTERM or SIGINT."""
+"""`python -m node --config FILE`: run the node until SIGTERM or SIGINT.
+
+`python -m node monitor ...` shows the node's runs live; `python -m node sidecar` is the
+live-channel sidecar of an algorithm pod (the same as `python -m node.sidecar`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +57,13 @@ def setup_logging(level: str, fmt: str, secrets: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["monitor"]:
+        from node.monitor import main as monitor_main
+        return monitor_main(argv[1:])
+    if argv[:1] == ["sidecar"]:
+        from node.sidecar import main as sidecar_main
+        return sidecar_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m node", description=__doc__)
     parser.add_argument("--config", required=True, help="node configuration (YAML)")
     parser.add_argument("--log-level", default="INFO")

@@ -19,10 +19,11 @@ from node import retry
 from node.cluster import Cluster, WatchEvent
 from node.config import NodeConfig
 from node.errors import (ClusterError, ConflictError, NodeError, NotFoundError,
-                         PayloadError, RecoveryError)
+                         PayloadError, RecoveryError, TransientClusterError)
 from node.ledger import ACCEPTED, CREATED, FINISHED, Ledger
-from node.manifests import build_job, job_name, recovery_info
-from node.models import Result, StatusReport, TaskCommand, TaskStatus, parse_command
+from node.manifests import build_job, job_name, recovery_info, selector_for_node
+from node.models import MAX_ID, Result, StatusReport, TaskCommand, TaskStatus, parse_command
+from node.live import NoLive
 from node.status import run_status
 from node.workspace import OutputTooLarge, Workspace
 
@@ -47,6 +48,9 @@ class Run:
     status: TaskStatus | None = None
     killed: bool = False
     status_since: float = 0.0
+    # False when a Job of this run's name belongs to another run or node: never delete it
+    # (two nodes sharing a jobs namespace get the same name for a prototype task's run id)
+    owns_job: bool = True
 
     @property
     def job_name(self) -> str:
@@ -60,8 +64,10 @@ def _run_id_of(obj: dict) -> int | None:
 
 class Agent:
     def __init__(self, config: NodeConfig, cluster: Cluster, ledger: Ledger,
-                 workspace: Workspace, reporter: Any, stop: threading.Event):
+                 workspace: Workspace, reporter: Any, stop: threading.Event,
+                 live: Any = None):
         self.config = config
+        self.live = live if live is not None else NoLive()  # the live channel's hooks
         self.cluster = cluster
         self.ledger = ledger
         self.workspace = workspace
@@ -154,7 +160,8 @@ class Agent:
         if e.run_id is None or self.ledger.get(e.run_id) is not None:
             return  # nothing to answer for, or a known run that a bad copy must not touch
         task_id = raw.get("task_id") if isinstance(raw, dict) else None
-        if not isinstance(task_id, int) or isinstance(task_id, bool):
+        # only a valid id: a task_id of 2**64 cannot even be stored in the ledger
+        if not isinstance(task_id, int) or isinstance(task_id, bool) or not 0 < task_id < MAX_ID:
             task_id = e.run_id
         self._queue_result(Result(run_id=e.run_id, task_id=task_id, parent_id=None,
                                   status=TaskStatus(e.status).value, data="",
@@ -167,10 +174,7 @@ class Agent:
         try:
             self.workspace.prepare(cmd)
             job = build_job(cmd, self.config)
-            retry.call(lambda: self.cluster.create_job(job), what=f"create job {run.job_name}",
-                       stop=self.stop_event)
-        except ConflictError:
-            if not self._adopt_existing(run):
+            if not self._create_job(run, job):
                 return
         except (NodeError, OSError) as e:
             self._finish(run, TaskStatus.START_FAILED, f"could not start: {e}")
@@ -178,18 +182,40 @@ class Agent:
         self.ledger.mark_created(cmd.run_id)
         self._set_status(run, TaskStatus.PENDING, "job created")
 
-    def _adopt_existing(self, run: Run) -> bool:
+    def _create_job(self, run: Run, job: dict) -> bool:
+        """Create the run's Job, or adopt it if it exists already. False: the run is finished."""
+        for _ in range(3):
+            try:
+                retry.call(lambda: self.cluster.create_job(job),
+                           what=f"create job {run.job_name}", stop=self.stop_event)
+                return True
+            except ConflictError:
+                try:
+                    existing = retry.call(lambda: self.cluster.get_job(run.job_name),
+                                          what=f"get job {run.job_name}", stop=self.stop_event)
+                except NotFoundError:
+                    # a 409 with no Job of that name (a conflict elsewhere, or the Job was just
+                    # deleted): creating again is safe; refusing made the run "start failed"
+                    # under API faults (tests/reliability/test_faults.py)
+                    continue
+                return self._adopt_existing(run, existing)
+        self._finish(run, TaskStatus.START_FAILED,
+                     f"could not create job {run.job_name}: the API kept answering 409")
+        return False
+
+    def _adopt_existing(self, run: Run, job: dict) -> bool:
         """A Job of that name exists. Ours for this run (a crash between create and ledger
         update): keep it. Anything else: refuse to run, never overwrite."""
         try:
-            job = self.cluster.get_job(run.job_name)
             ref = recovery_info(job)
         except (NodeError, ValueError, KeyError) as e:
+            run.owns_job = False
             self._finish(run, TaskStatus.START_FAILED, f"a job named {run.job_name} exists and "
                                                       f"is not this run's: {e}")
             return False
         labels = job["metadata"].get("labels") or {}
         if ref.run_id != run.run_id or labels.get("v6.node-id") != self.config.node_id:
+            run.owns_job = False
             self._finish(run, TaskStatus.START_FAILED,
                          f"a job named {run.job_name} exists and belongs to another run or node")
             return False
@@ -334,14 +360,34 @@ class Agent:
     def _evaluate(self, run: Run) -> None:
         if run.run_id not in self.runs:
             return
+        for pod in run.pods.values():  # the live channel follows pods once they run
+            self.live.pod_event(run.run_id, "MODIFIED", pod)
         if run.job is None and not run.job_deleted:
             return  # created, not yet seen
         state = run_status(None if run.job_deleted else run.job, list(run.pods.values()),
                            killed=run.killed)
+        if state.terminal and run.job is not None and self._refresh_pods(run):
+            # the Job's final word came before the pods' (two watch streams): decide on the
+            # pods as they are now, so a crash is not mistaken for a vanished pod
+            state = run_status(run.job, list(run.pods.values()), killed=run.killed)
         if state.terminal:
             self._finish(run, state.status, state.detail)
         else:
             self._set_status(run, state.status, state.detail)
+
+    def _refresh_pods(self, run: Run) -> bool:
+        """Read the run's pods from the API. True when that changed what the node knew."""
+        try:
+            pods, _ = self.cluster.list_objects(
+                "pods", f"{selector_for_node(self.config.node_id)},{RUN_LABEL}={run.run_id}")
+        except ClusterError as e:
+            log.warning("run %s: could not read its pods: %s", run.run_id, e)
+            return False
+        fresh = {p["metadata"]["name"]: p for p in pods}
+        changed = {n: p["metadata"].get("resourceVersion") for n, p in fresh.items()} != \
+            {n: p["metadata"].get("resourceVersion") for n, p in run.pods.items()}
+        run.pods = fresh
+        return changed
 
     def _check_stuck_pods(self) -> None:
         now = time.monotonic()
@@ -369,6 +415,7 @@ class Agent:
         run.status = status
         run.status_since = time.monotonic()
         log.info("run %s: %s%s", run.run_id, status.value, f" ({detail})" if detail else "")
+        self.live.run_status(run.run_id, run.task_id, status.value)
         self.reporter.status(StatusReport(node_id=self.config.node_id, run_id=run.run_id,
                                           task_id=run.task_id, parent_id=run.parent_id,
                                           status=status.value, detail=detail))
@@ -390,7 +437,8 @@ class Agent:
         self._queue_result(Result(run_id=run.run_id, task_id=run.task_id,
                                   parent_id=run.parent_id, status=status.value,
                                   data=data, logs=logs))
-        if not run.job_deleted:
+        self.live.run_finished(run.run_id)
+        if not run.job_deleted and run.owns_job:
             self._delete_job(run.job_name)
         self.workspace.remove(run.run_id)
 
@@ -417,9 +465,12 @@ class Agent:
 
     def _delete_job(self, name: str) -> None:
         try:
+            # a 409 on delete (a concurrent update of the Job) passes like a 5xx: retrying beats
+            # leaving the Job to its TTL (tests/reliability/test_faults.py)
             retry.call(lambda: self.cluster.delete_job(
                 name, grace_seconds=self.config.job.termination_grace_seconds),
-                what=f"delete job {name}", stop=self.stop_event)
+                what=f"delete job {name}", stop=self.stop_event,
+                transient=(TransientClusterError, ConflictError))
         except NotFoundError:
             pass
         except ClusterError as e:

@@ -12,6 +12,7 @@ from node.config import NodeConfig
 from node.errors import ClusterError
 from node.health import HealthServer, agent_alive
 from node.ledger import Ledger
+from node.live import LiveManager, check_cluster_version
 from node.manifests import build_network_policy, selector_for_node
 from node.reporting import Reporter
 from node.server_link import ServerLink
@@ -35,8 +36,10 @@ class NodeApp:
                                on_command=self._on_command, on_kill=self._on_kill,
                                on_connected=self._on_connected, stop=self.stop_event)
         self.reporter = Reporter(self.link, self.ledger, self.stop_event)
+        self.live = (LiveManager(config.live, config.node_id, self.link.emit)
+                     if config.live.enabled else None)
         self.agent = Agent(config, self.cluster, self.ledger, self.workspace, self.reporter,
-                           self.stop_event)
+                           self.stop_event, live=self.live)
         selector = selector_for_node(config.node_id)
         c = config.completion
         if c.mode == "poll":
@@ -74,6 +77,12 @@ class NodeApp:
         except ClusterError as e:
             # without the policy algorithm pods would not be isolated: refuse to run them
             raise ClusterError(f"cannot apply the algorithms' network policy: {e}") from e
+        if self.live is not None:
+            # native sidecars need Kubernetes 1.29+: refuse clearly rather than make pods that
+            # an older cluster would run with the sidecar as a blocking init container
+            version = check_cluster_version(self.api_client)
+            log.info("cluster runs Kubernetes %s; live channel on", version)
+            self.live.start()
         self.health.start()
         self.agent.start()
         for w in self.watchers:
@@ -90,6 +99,8 @@ class NodeApp:
             w.interrupt()
         self.link.close()
         self.agent.join(timeout=30)
+        if self.live is not None:
+            self.live.stop()
         self.reporter.join(timeout=15)
         for w in self.watchers:
             w.join(timeout=15)

@@ -73,6 +73,15 @@ def _json(resp) -> dict:
         resp.release_conn()
 
 
+def _done(resp) -> None:
+    """Read the body before the connection goes back to the pool: a connection returned with
+    an unread response breaks the next request made on it (ResponseNotReady)."""
+    try:
+        resp.data
+    finally:
+        resp.release_conn()
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     type: str          # ADDED, MODIFIED, DELETED, BOOKMARK
@@ -122,9 +131,9 @@ class Cluster:
         orphan their pods, which would leave them running."""
         body = k8s.V1DeleteOptions(propagation_policy="Background",
                                    grace_period_seconds=grace_seconds)
-        _call(f"delete job {name}", lambda: self.batch.delete_namespaced_job(
+        _done(_call(f"delete job {name}", lambda: self.batch.delete_namespaced_job(
             name, self.namespace, body=body, _preload_content=False,
-            _request_timeout=self.timeout)).release_conn()
+            _request_timeout=self.timeout)))
 
     def list_jobs(self, selector: str) -> tuple[list[dict], str]:
         return self.list_objects("jobs", selector)
@@ -172,6 +181,8 @@ class Cluster:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise _translate(e, f"watch {kind}") from e
         finally:
+            # a watch left early still has unread data: never hand that connection back
+            resp.close()
             resp.release_conn()
 
     @staticmethod
@@ -211,12 +222,17 @@ class Cluster:
     def apply_network_policy(self, policy: dict) -> None:
         name = policy["metadata"]["name"]
         try:
-            _call(f"create networkpolicy {name}",
-                  lambda: self.net.create_namespaced_network_policy(
-                      self.namespace, policy, _preload_content=False,
-                      _request_timeout=self.timeout)).release_conn()
+            _done(_call(f"create networkpolicy {name}",
+                        lambda: self.net.create_namespaced_network_policy(
+                            self.namespace, policy, _preload_content=False,
+                            _request_timeout=self.timeout)))
         except ConflictError:
-            _call(f"replace networkpolicy {name}",
-                  lambda: self.net.patch_namespaced_network_policy(
-                      name, self.namespace, policy, _preload_content=False,
-                      _request_timeout=self.timeout)).release_conn()
+            try:
+                _done(_call(f"replace networkpolicy {name}",
+                            lambda: self.net.patch_namespaced_network_policy(
+                                name, self.namespace, policy, _preload_content=False,
+                                _request_timeout=self.timeout)))
+            except ConflictError as e:
+                # a concurrent change: worth another try, not a reason for the node to exit at
+                # start (it did under API faults, tests/reliability/test_faults.py)
+                raise TransientClusterError(str(e)) from e

@@ -19,11 +19,12 @@ from node.config_read import (DNS_LABEL_RE, DNS_SUBDOMAIN_RE, LABEL_KEY_RE, LABE
                               RESOURCE_NAMES, StrictLoader, absolute_path, at_least, get_quantity, HOST_RE,
                               HOST_RULE, matches, non_empty, one_of, port_number, positive, relative_path,
                               read_resources, Section, show_key, type_of, http_url, parse_quantity)
+from node.config_live import LiveConfig, read_live
 from node.errors import ConfigError
 
 __all__ = ["NodeConfig", "DatabaseConfig", "KubernetesConfig", "ProxyConfig", "ImagesConfig", "ResourcesConfig",
            "MaxResourcesConfig", "JobConfig", "StorageConfig", "CompletionConfig", "OutputConfig", "LimitsConfig",
-           "HealthConfig", "load_config", "parse_config", "parse_quantity", "env_suffix", "API_KEY_ENV",
+           "HealthConfig", "LiveConfig", "load_config", "parse_config", "parse_quantity", "env_suffix", "API_KEY_ENV",
            "NODE_ID_RE", "LABEL_RE", "DNS_LABEL_RE", "DNS_SUBDOMAIN_RE", "LABEL_KEY_RE", "LABEL_VALUE_RE",
            "RESOURCE_NAMES", "FILE_DATABASE_TYPES", "DATABASE_TYPES"]
 
@@ -148,6 +149,7 @@ class NodeConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def database(self, label: str) -> DatabaseConfig | None:
         for db in self.databases:
@@ -342,6 +344,7 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
     health = HealthConfig(host=h.get("host", str, "127.0.0.1", check=matches(HOST_RE, "host name", HOST_RULE)),
                           port=h.get("port", int, 8081, check=port_number(0)))
     h.finish()
+    live = read_live(top.section("live"))
     top.finish()
 
     if problems:
@@ -353,7 +356,7 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
     return NodeConfig(node_id=node_id, api_key=api_key, server_url=server_url,
                       task_dir=posixpath.normpath(task_dir), databases=databases, kubernetes=kubernetes,
                       proxy=proxy, images=images, job=job, storage=storage, completion=completion,
-                      output=output, limits=limits, health=health)
+                      output=output, limits=limits, health=health, live=live)
 
 
 def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> NodeConfig:

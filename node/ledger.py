@@ -23,6 +23,12 @@ from node.models import Result
 
 log = logging.getLogger(__name__)
 
+# What a write can raise besides sqlite3.Error: values SQLite cannot store (an integer beyond 64
+# bits raises OverflowError). Any of them must roll the open transaction back, or every later
+# "BEGIN IMMEDIATE" fails with "cannot start a transaction within a transaction" and the node
+# can never record a result again (found by tests/reliability/test_fuzz_node.py).
+_WRITE_ERRORS = (sqlite3.Error, OverflowError, ValueError, TypeError)
+
 ACCEPTED = "accepted"   # validated; Job not yet known to exist
 CREATED = "created"     # Job created (or adopted)
 FINISHED = "finished"   # result in the outbox (or delivered)
@@ -76,7 +82,7 @@ class Ledger:
                 for sql, args in statements:
                     self._db.execute(sql, args)
                 self._db.execute("COMMIT")
-            except sqlite3.Error as e:
+            except _WRITE_ERRORS as e:
                 try:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -101,7 +107,7 @@ class Ledger:
                 return True
             except sqlite3.IntegrityError:
                 return False
-            except sqlite3.Error as e:
+            except _WRITE_ERRORS as e:
                 raise OutboxError(f"ledger write failed: {e}") from e
 
     def mark_created(self, run_id: int) -> None:
@@ -133,7 +139,7 @@ class Ledger:
                                  (result.run_id, json.dumps(result.to_dict()), time.time()))
                 self._db.execute("COMMIT")
                 return True
-            except sqlite3.Error as e:
+            except _WRITE_ERRORS as e:
                 try:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:

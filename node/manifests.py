@@ -39,6 +39,14 @@ TASK_MOUNT = "/app/task"
 OUTPUT_MOUNT = "/app/output"
 TMP_MOUNT = "/app/tmp"
 API_PATH = "/api"
+# The live channel (CONTRACTS §9): an emptyDir shared by the algorithm and its sidecar.
+LIVE_MOUNT = "/app/live"
+PROGRESS_FILE = f"{LIVE_MOUNT}/progress"
+SIDECAR_NAME = "live"
+SIDECAR_ARGS = ["sidecar"]  # the node image's entrypoint is `python -m node`
+SIDECAR_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"},
+                     "limits": {"cpu": "200m", "memory": "96Mi"}}
+LIVE_VOLUME_LIMIT = "16Mi"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -171,6 +179,43 @@ def run_annotations(cmd: TaskCommand) -> dict[str, str]:
     }
 
 
+def _restricted() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def build_sidecar(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
+    """The live-channel sidecar: a native sidecar (init container, restartPolicy Always), so it
+    starts before the algorithm and is stopped after it, without holding the Job open."""
+    live = config.live
+    env = [
+        {"name": "RUN_ID", "value": str(cmd.run_id)},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "LIVE_PUB_PORT", "value": str(live.pub_port)},
+        {"name": "LIVE_REP_PORT", "value": str(live.rep_port)},
+        {"name": "LIVE_HEARTBEAT_SECONDS", "value": f"{live.heartbeat_seconds:g}"},
+        {"name": "PROGRESS_FILE", "value": PROGRESS_FILE},
+    ]
+    return {
+        "name": SIDECAR_NAME,
+        "image": live.sidecar_image,
+        "imagePullPolicy": "IfNotPresent",
+        "restartPolicy": "Always",
+        "args": list(SIDECAR_ARGS),
+        "env": env,
+        "ports": [{"name": "live-pub", "containerPort": live.pub_port, "protocol": "TCP"},
+                  {"name": "live-rep", "containerPort": live.rep_port, "protocol": "TCP"}],
+        "volumeMounts": [{"name": SIDECAR_NAME, "mountPath": LIVE_MOUNT, "readOnly": True}],
+        "resources": {k: dict(v) for k, v in SIDECAR_RESOURCES.items()},
+        "securityContext": _restricted(),
+    }
+
+
 def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
     """The ``batch/v1`` Job running one task (a plain dict in the API's JSON shape)."""
     job = config.job
@@ -184,13 +229,7 @@ def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         "env": _env(cmd, config),
         "volumeMounts": volume_mounts,
         "resources": _resources(cmd),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": _restricted(),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -207,6 +246,13 @@ def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
+    if config.live.enabled:
+        container["env"].append({"name": "PROGRESS_FILE", "value": PROGRESS_FILE})
+        container["volumeMounts"].append({"name": SIDECAR_NAME, "mountPath": LIVE_MOUNT,
+                                          "readOnly": False})
+        pod_spec["volumes"].append({"name": SIDECAR_NAME,
+                                    "emptyDir": {"sizeLimit": LIVE_VOLUME_LIMIT}})
+        pod_spec["initContainers"] = [build_sidecar(cmd, config)]
     runtime_class = job.runtime_class_name
     if cmd.resources.gpu > 0 and job.gpu_runtime_class_name:
         runtime_class = job.gpu_runtime_class_name
@@ -240,8 +286,21 @@ def network_policy_name(node_id: str) -> str:
 
 
 def build_network_policy(config: NodeConfig) -> dict[str, Any]:
-    """Isolation of this node's algorithm pods: no ingress; egress only to the proxy and to DNS."""
+    """Isolation of this node's algorithm pods: egress only to the proxy and to DNS; no ingress,
+    except, with the live channel, from the node's pods to the sidecar's two ports."""
     proxy = config.proxy
+    ingress: list[dict[str, Any]] = []
+    if config.live.enabled:
+        # the node connects to the sidecars' sockets; nothing else may reach the pods
+        live = config.live
+        ingress.append({
+            "from": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": live.node_namespace}},
+                "podSelector": {"matchLabels": dict(live.node_pod_labels)},
+            }],
+            "ports": [{"protocol": "TCP", "port": live.pub_port},
+                      {"protocol": "TCP", "port": live.rep_port}],
+        })
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -253,7 +312,7 @@ def build_network_policy(config: NodeConfig) -> dict[str, Any]:
         "spec": {
             "podSelector": {"matchLabels": node_labels(config.node_id)},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
+            "ingress": ingress,
             "egress": [
                 {
                     "to": [{

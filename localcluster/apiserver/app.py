@@ -46,7 +46,7 @@ def _verb(request: web.Request, target: routing.Target | None) -> str:
     if m == "GET":
         if target is None or target.name is not None:
             return "get"
-        return "watch" if request.query.get("watch") in ("true", "1") else "list"
+        return "watch" if routing.query_bool(request.query.get("watch")) else "list"
     if m == "DELETE":
         return "delete" if target is None or target.name else "deletecollection"
     return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(m, m.lower())
@@ -150,7 +150,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
     m = request.method
     if t.name is None:
         if m == "GET":
-            if q.get("watch") in ("true", "1"):
+            if routing.query_bool(q.get("watch")):
                 return await watching.serve_watch(request, store, request.app[FAULTS], t,
                                                   request.app[SETTINGS].bookmark_interval)
             items, rv = store.list(t.res, t.namespace, q.get("labelSelector"),
@@ -254,10 +254,10 @@ async def _pod_log(request: web.Request, t: routing.Target) -> web.StreamRespons
     if state_dir is None:
         raise ApiError(503, "ServiceUnavailable", "pod logs are not available")
     opts = {"tail_lines": _int_param(q, "tailLines"), "limit_bytes": _int_param(q, "limitBytes"),
-            "timestamps": q.get("timestamps") in ("true", "1")}
-    previous = q.get("previous") in ("true", "1")
+            "timestamps": routing.query_bool(q.get("timestamps"))}
+    previous = routing.query_bool(q.get("previous"))
     try:
-        if q.get("follow") in ("true", "1") and not previous:
+        if routing.query_bool(q.get("follow")) and not previous:
             path = kubelet_logs.resolve_log_path(state_dir, pod, q.get("container"))
             return await _follow_log(request, t, path, q.get("container"), kubelet_logs, opts)
         text = kubelet_logs.read_log(state_dir, pod, q.get("container"), previous=previous,

@@ -56,3 +56,12 @@ def resolve(path: str) -> Target:
     if sub is not None and sub not in res.subresources:
         raise _not_found(path)
     return Target(res, None, rest[1] if len(rest) >= 2 else None, sub)
+
+
+# Go's strconv.ParseBool, as the real API server parses boolean query parameters: clients differ
+# (the official Python client sends "True").
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+
+
+def query_bool(value: str | None) -> bool:
+    return value in _TRUE

@@ -8,6 +8,7 @@ import time
 
 from aiohttp import web
 
+from localcluster.apiserver.routing import query_bool
 from localcluster.errors import ApiError, Gone
 from localcluster.faults import Faults
 from localcluster.store import Store
@@ -39,7 +40,7 @@ async def serve_watch(request: web.Request, store: Store, faults: Faults, target
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else DEFAULT_TIMEOUT
     except ValueError:
         raise ApiError(400, "BadRequest", "timeoutSeconds must be a number") from None
-    bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+    bookmarks = query_bool(q.get("allowWatchBookmarks"))
     try:
         if faults.take_expire():
             raise Gone(f"too old resource version: {rv or 0} ({store.resource_version})")

@@ -45,6 +45,7 @@ class ContainerSpec:
     capabilities: list[str] | None = None  # kept in the bounding set; None = runtime default
     memory_limit: int | None = None  # bytes
     cpu_limit_millis: int | None = None
+    netns: str | None = None  # path of the network namespace to join; None = the host's
 
 
 @dataclass(frozen=True)

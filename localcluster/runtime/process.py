@@ -1,9 +1,12 @@
 """Process runtime: every container is a local process in its own private mount namespace.
 
 As root each container runs as ``unshare --mount --propagation private <python> -I shim.py SPEC``;
-the shim (``localcluster/shim.py``) bind-mounts the volumes at their mount paths, honours
-``readOnly`` and ``readOnlyRootFilesystem``, switches to the container's uid/gid, sets
-no_new_privs, drops capabilities and execs the command. Memory and CPU limits use a child cgroup
+the shim (``localcluster/shim.py``) gives it a private root (an overlay of the host's ``/``
+with a tmpfs upper layer: writes outside volumes stay in the container), bind-mounts the volumes
+at their mount paths, honours ``readOnly`` and ``readOnlyRootFilesystem``, switches to the
+container's uid/gid, sets no_new_privs, drops capabilities and execs the command. The container
+process gets SIGKILL if the cluster process dies (PR_SET_PDEATHSIG), and processes it leaves
+behind are killed when its main process ends (process group and cgroup). Memory and CPU limits use a child cgroup
 per container under the cgroup v1 ``memory`` and ``cpu`` controllers (``.../localcluster/<id>``);
 when those are not writable the limits are not enforced (a warning is logged). An OOM kill is
 reported as reason ``OOMKilled``, exit code 137.
@@ -13,8 +16,9 @@ without volumes runs as a plain process of the current user (``runAsUser`` and r
 not enforced, a warning is logged); a container with volumes fails with ``CreateContainerError``
 "volumes need root for mount namespaces".
 
-There is no network isolation: a container shares the host's network; its pod IP (127.0.1.x) is
-an address it may bind to.
+Network: with ``spec.netns`` set (the kubelet's isolated pod network, `localcluster.netns`) the
+shim joins that network namespace first, so all containers of a pod share it; otherwise a
+container shares the host's network and its pod IP (127.0.1.x) is an address it may bind to.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ class ProcessContainer(Container):
     transports: list = field(default_factory=list)
     exited: asyncio.Future | None = None
     pidfd: int = -1
+    pumps_ready: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Future | None = None
     stopping: bool = False
 
@@ -132,7 +137,7 @@ class ProcessRuntime(Runtime):
             "reachable": [sys.base_prefix, sys.prefix, str(REPO_ROOT),
                           str(Path(self.python).parent)],
             "namespace": self.root, "error_file": str(error_file), "parent_pid": os.getpid(),
-            "root_dir": str(root_dir),
+            "root_dir": str(root_dir), "netns": spec.netns,
         }
         spec_path = cdir / "spec.json"
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -167,14 +172,26 @@ class ProcessRuntime(Runtime):
         c.pidfd = os.pidfd_open(proc.pid)
         loop.add_reader(c.pidfd, lambda: c.exited.done() or c.exited.set_result(None))
         logf = open(spec.log_path, "ab")
-        for fd, name in ((r_out, "stdout"), (r_err, "stderr")):
-            reader = asyncio.StreamReader(limit=2 ** 20)
-            transport, _ = await loop.connect_read_pipe(
-                lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(fd, "rb", buffering=0))
-            c.transports.append(transport)
-            c.pumps.append(asyncio.ensure_future(_pump(reader, name, logf)))
         c.done = asyncio.ensure_future(self._supervise(c, logf))
         self._containers[c.id] = c
+        pipes = [(r_out, "stdout"), (r_err, "stderr")]
+        try:
+            while pipes:
+                fd, name = pipes[0]
+                reader = asyncio.StreamReader(limit=2 ** 20)
+                transport, _ = await loop.connect_read_pipe(
+                    lambda r=reader: asyncio.StreamReaderProtocol(r),
+                    os.fdopen(fd, "rb", buffering=0))
+                pipes.pop(0)
+                c.transports.append(transport)
+                c.pumps.append(asyncio.ensure_future(_pump(reader, name, logf)))
+        except BaseException:
+            # cancelled while starting: the process must not outlive this
+            for fd, _ in pipes:
+                os.close(fd)
+            self._signal_all(c, signal.SIGKILL)
+            raise
+        c.pumps_ready.set()
         return c
 
     async def _supervise(self, c: ProcessContainer, logf) -> ExitStatus:
@@ -187,6 +204,8 @@ class ProcessRuntime(Runtime):
             finished = now()
             # the container ends with its main process, as in a real runtime: kill what is left
             self._signal_all(c, signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(c.pumps_ready.wait(), 1.0)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*c.pumps, return_exceptions=True), 2.0)
             for t in c.pumps:

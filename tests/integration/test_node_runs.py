@@ -267,15 +267,21 @@ def test_kill_stops_a_running_task_and_reports_killed(shared_stack):
     task = shared_stack.create_task(image="test/sleeper", input={"seconds": 60}, databases=[],
                                     nodes=["node-a"])
     run_id = task["runs"][0]["id"]
-    wait_for(lambda: "active" in statuses(run_of(shared_stack, task)), 30, "the run to be active")
-    answer = shared_stack.api("POST", f"/api/task/{task['id']}/kill").json()
-    assert answer["nodes"]["node-a"]["killed"] == [run_id], answer
-    run = shared_stack.wait_task(task["id"], timeout=30)["runs"][0]
-    assert run["status"] == "killed by user"
-    assert "sleeper started" in run["result"]["logs"]
-    assert run["result"]["data"] == ""  # cut short: the sleeper never wrote its output
     api = config.new_client_from_config(config_file=str(shared_stack.kubeconfig))
+    core = client.CoreV1Api(api)
+
+    def started():
+        pods = core.list_namespaced_pod("v6-jobs", label_selector=f"v6.run-id={run_id}").items
+        return pods and "sleeper started" in core.read_namespaced_pod_log(
+            pods[0].metadata.name, "v6-jobs")
     try:
+        wait_for(started, 30, "the algorithm to start")
+        answer = shared_stack.api("POST", f"/api/task/{task['id']}/kill").json()
+        assert answer["nodes"]["node-a"]["killed"] == [run_id], answer
+        run = shared_stack.wait_task(task["id"], timeout=30)["runs"][0]
+        assert run["status"] == "killed by user"
+        assert "sleeper started" in run["result"]["logs"]
+        assert run["result"]["data"] == ""  # cut short: the sleeper never wrote its output
         wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod(
             "v6-jobs", label_selector=f"v6.run-id={run_id}").items, 30, "the pod to be gone")
     finally:
@@ -288,7 +294,9 @@ def test_killing_a_finished_task_changes_nothing(shared_stack):
     run_id = task["runs"][0]["id"]
     assert shared_stack.wait_task(task["id"])["runs"][0]["status"] == "completed"
     answer = shared_stack.api("POST", f"/api/task/{task['id']}/kill").json()
-    assert answer["nodes"]["node-a"] == {"killed": [], "not_running": [run_id], "unknown": []}
+    # the server asks only nodes with unfinished runs; the node's own answer for a finished
+    # run is covered in tests/node/test_agent_kill.py
+    assert answer["nodes"] == {}, answer
     run = run_of(shared_stack, task)
     assert run["status"] == "completed"
     assert run["result"]["data"] == "done"

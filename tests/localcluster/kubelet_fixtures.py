@@ -17,7 +17,10 @@ from localcluster.resources import EVENTS, PODS
 from localcluster.store import Store
 
 TEST_IMAGES = Path(__file__).resolve().parent / "kubelet_images.yaml"
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
+def needs_root(test):
+    """Marks a test `root` and skips it without root (volumes need mount namespaces)."""
+    return pytest.mark.root(pytest.mark.skipif(os.geteuid() != 0,
+                                               reason="mount namespaces need root")(test))
 
 
 class InProcess:

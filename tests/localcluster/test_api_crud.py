@@ -23,13 +23,17 @@ def pod_body(name, labels=None, **spec):
 
 
 def raw_request(client, method, path, body=None):
-    """(HTTP status, decoded body) of a request made with the client's own transport and auth."""
-    req = client.param_serialize(method=method, resource_path=path, body=body,
-                                 header_params={"Content-Type": "application/json",
-                                                "Accept": "application/json"},
-                                 auth_settings=["BearerToken"])
-    resp = client.call_api(*req)
-    resp.read()
+    """(HTTP status, decoded body) of a request made with the client's own transport and auth.
+
+    Through `rest_client` rather than `call_api`, whose signature differs between client
+    releases."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    client.update_params_for_auth(headers, [], ["BearerToken"])
+    try:
+        resp = client.rest_client.request(method, client.configuration.host + path,
+                                          headers=headers, body=body, _preload_content=False)
+    except kubernetes.client.exceptions.ApiException as e:  # older releases raise on non-2xx
+        return e.status, json.loads(e.body)
     return resp.status, json.loads(resp.data)
 
 

@@ -330,3 +330,59 @@ def test_a_native_sidecar_runs_alongside_and_ends_with_the_main_container(tmp_pa
                       what="sidecar stopped")
         assert read_log(h.state_dir, h.pod("side")) == "main\n"
     run_in_process(tmp_path, body)
+
+
+def test_pods_deleted_while_their_containers_start_leave_no_process(tmp_path):
+    async def body(h):
+        names = [f"race-{i}" for i in range(6)]
+        for name in names:
+            h.store.create(PODS, "default", simple_pod(name, args=["sleep 60"]))
+        for name in names:
+            await h.until(lambda n=name: (h.pod(n) or {}).get("spec", {}).get("nodeName"))
+            h.store.delete(PODS, "default", name)
+        await h.until(lambda: all(h.pod(n) is None for n in names), what="pods removed")
+    run_in_process(tmp_path, body)
+    # the suite's no_leftovers fixture fails this test if a container process survived
+
+
+def test_a_forced_delete_kills_the_container_at_once(tmp_path):
+    pidfile = tmp_path / "pid"
+
+    async def body(h):
+        # ignores SIGTERM: only SIGKILL ends it before its 60s grace period
+        pod = simple_pod("forced", args=[f"echo $$$$ > {pidfile}; trap '' TERM; "
+                                         "while true; do sleep 0.05; done"])
+        pod["spec"]["terminationGracePeriodSeconds"] = 60
+        h.store.create(PODS, "default", share_host_dir(pod, tmp_path))
+        await h.until(lambda: pidfile.exists() and pidfile.read_text().strip())
+        pid = int(pidfile.read_text())
+        h.store.delete(PODS, "default", "forced")  # graceful: SIGTERM, ignored
+        h.store.delete(PODS, "default", "forced", grace_period_seconds=0)
+        assert h.pod("forced") is None
+        await h.until(lambda: not _running(pid), timeout=20, what="killed before the grace period")
+    run_in_process(tmp_path, body)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_an_unschedulable_pod_is_scheduled_once_resources_are_freed(tmp_path):
+    release = tmp_path / "release"
+
+    async def body(h):
+        big = {"requests": {"cpu": "40"}}  # the node has 64 cpus by default
+        h.store.create(PODS, "default", share_host_dir(simple_pod(
+            "first", args=[f"while [ ! -e {release} ]; do sleep 0.05; done"], resources=big),
+            tmp_path))
+        await h.until(lambda: "running" in h.container_state("first"), what="first running")
+        h.store.create(PODS, "default", simple_pod("second", args=["true"], resources=big))
+        await h.until(lambda: any(e["reason"] == "FailedScheduling" for e in h.events("second")))
+        assert "1 Insufficient cpu" in h.events("second")[0]["message"]
+        release.touch()
+        await h.until(lambda: _phase(h, "second") == "Succeeded", what="second ran")
+    run_in_process(tmp_path, body)

@@ -1,0 +1,71 @@
+"""The ``live:`` section of the node configuration (CONTRACTS §8, §9): the live channel."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from node.config_read import (DNS_LABEL_RE, HOST_RE, HOST_RULE, LABEL_KEY_RE, LABEL_VALUE_RE,
+                              Section, at_least, matches, non_empty, port_number, positive,
+                              show_key, type_of)
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """The live channel to running algorithms: a ZeroMQ sidecar in every algorithm pod."""
+    enabled: bool = False
+    pub_port: int = 5555              # the sidecar's PUB socket, on the pod IP
+    rep_port: int = 5556              # the sidecar's REP socket (ping -> pong)
+    heartbeat_seconds: float = 1.0
+    suspect_after: int = 3            # missed heartbeats before a run is suspected
+    fail_after: int = 6               # ... before it is marked unresponsive
+    node_pub_host: str = "127.0.0.1"  # the node's own PUB socket (python -m node monitor)
+    node_pub_port: int = 5560         # 0 = pick a free one (written to the log)
+    sidecar_image: str = "v6-demo/node"
+    # who may connect to the sidecars (the NetworkPolicy's only ingress): the node's pods
+    node_namespace: str = "v6-node"
+    node_pod_labels: dict[str, str] = field(default_factory=lambda: {"app": "v6-node"})
+
+
+def _labels(sec: Section, key: str, default: dict[str, str]) -> dict[str, str]:
+    sec.seen.add(key)
+    if key not in sec.raw:
+        return dict(default)
+    raw = sec.raw[key]
+    if not isinstance(raw, dict) or not raw:
+        sec.problem(key, f"must be a non-empty mapping of label keys to values, got {type_of(raw)}")
+        return dict(default)
+    out = {}
+    for k, v in raw.items():
+        if not isinstance(k, str) or LABEL_KEY_RE.fullmatch(k) is None:
+            sec.problem(key, f"{show_key(k)!r} is not a valid label key")
+        elif not isinstance(v, str) or LABEL_VALUE_RE.fullmatch(v) is None:
+            sec.problem(f"{key}.{k}", f"{show_key(v)!r} is not a valid label value")
+        else:
+            out[k] = v
+    return out
+
+
+def read_live(sec: Section) -> LiveConfig:
+    d = LiveConfig()
+    values = dict(
+        enabled=sec.get("enabled", bool, d.enabled),
+        pub_port=sec.get("pub_port", int, d.pub_port, check=port_number(1)),
+        rep_port=sec.get("rep_port", int, d.rep_port, check=port_number(1)),
+        heartbeat_seconds=sec.get("heartbeat_seconds", float, d.heartbeat_seconds, check=positive),
+        suspect_after=sec.get("suspect_after", int, d.suspect_after, check=at_least(1)),
+        fail_after=sec.get("fail_after", int, d.fail_after, check=at_least(2)),
+        node_pub_host=sec.get("node_pub_host", str, d.node_pub_host,
+                              check=matches(HOST_RE, "host name", HOST_RULE)),
+        node_pub_port=sec.get("node_pub_port", int, d.node_pub_port, check=port_number(0)),
+        sidecar_image=sec.get("sidecar_image", str, d.sidecar_image, check=non_empty),
+        node_namespace=sec.get("node_namespace", str, d.node_namespace,
+                               check=matches(DNS_LABEL_RE, "namespace")),
+    )
+    labels = _labels(sec, "node_pod_labels", d.node_pod_labels)
+    sec.finish()
+    if values["pub_port"] is not None and values["pub_port"] == values["rep_port"]:
+        sec.problem("rep_port", "must differ from live.pub_port")
+    suspect, fail = values["suspect_after"], values["fail_after"]
+    if suspect is not None and fail is not None and suspect >= fail:
+        sec.problem("fail_after", f"must be more than live.suspect_after ({suspect})")
+    # Built even when some values are bad: parse_config raises before anyone sees it.
+    return LiveConfig(node_pod_labels=labels, **values)

@@ -1,0 +1,391 @@
+"""The node's end of the live channel (CONTRACTS §9): one thread owns every ZeroMQ socket.
+
+For each run whose pod is Running with a pod IP, it connects a SUB socket (the sidecar's events)
+and a REQ socket (``ping`` → ``pong``) to the sidecar, forwards progress to the server in order
+(each event once, by ``seq``; gaps are filled from the pong's replay), and follows the sidecar's
+heartbeats with `node.heartbeat` (alive → suspected → failed and back). Everything it learns is
+published on the node's own PUB socket, which ``python -m node monitor`` reads.
+
+Other threads only call the small input methods (``run_status``, ``pod_event``,
+``run_finished``): they queue work for the live thread. The node connects to pods; pods never
+connect to the node.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import zmq
+
+from node import live_frames as F
+from node.config import LiveConfig
+from node.errors import ClusterError
+from node.heartbeat import FAILED, HeartbeatPolicy, Liveness
+
+log = logging.getLogger(__name__)
+
+MIN_VERSION = (1, 29)   # native sidecars: beta and on by default from 1.29, stable from 1.33
+LOOP_INTERVAL = 0.05
+
+
+def check_cluster_version(api_client: Any) -> str:
+    """The cluster's version, or ClusterError when it is too old for native sidecars."""
+    import json
+
+    from kubernetes import client as k8s
+    try:
+        # raw JSON: the client's model insists on fields (buildDate...) some clusters omit
+        resp = k8s.VersionApi(api_client).get_code(_request_timeout=30, _preload_content=False)
+        try:
+            info = json.loads(resp.data)
+        finally:
+            resp.release_conn()
+    except Exception as e:  # any failure of the client: translated at this boundary
+        raise ClusterError(f"cannot read the cluster's version (/version): {e}") from e
+    if not isinstance(info, dict):
+        raise ClusterError("cannot read the cluster's version: /version is not a JSON object")
+    return version_problem(info.get("major"), info.get("minor"), info.get("gitVersion"))
+
+
+def version_problem(major: str | None, minor: str | None, git_version: str | None) -> str:
+    """Pure part of the check: returns the version text, raises ClusterError when too old."""
+    def number(text: str | None) -> int | None:
+        digits = "".join(ch for ch in (text or "") if ch.isdigit())  # GKE says "29+"
+        return int(digits) if digits else None
+    found = (number(major), number(minor))
+    text = git_version or f"{major}.{minor}"
+    if None in found:
+        raise ClusterError(f"cannot tell the cluster's version from /version ({text!r})")
+    if found < MIN_VERSION:
+        raise ClusterError(
+            f"the cluster runs Kubernetes {text}; the live channel (live.enabled) needs native "
+            f"sidecar containers, Kubernetes {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer. "
+            f"Upgrade the cluster or set live.enabled: false")
+    return text
+
+
+def pod_address(pod: dict) -> str | None:
+    """The pod IP once its phase is Running, else None."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or pod.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    return status.get("podIP") or None
+
+
+@dataclass
+class LiveRun:
+    run_id: int
+    task_id: int | None = None
+    status: str = ""
+    since: float = field(default_factory=time.time)      # wall clock, for the age column
+    progress: float | None = None
+    message: str = ""
+    seq: int = 0                       # last progress event forwarded
+    health: str = "waiting"            # waiting (no pod yet) | alive | suspected | failed | ended
+    pod: str | None = None
+    ip: str | None = None
+    sub: zmq.Socket | None = None
+    req: zmq.Socket | None = None
+    liveness: Liveness | None = None
+    next_ping: float = 0.0
+    # the pod stopped running: its sidecar may still hold the algorithm's last lines, so the
+    # sockets stay open until then (or until the sidecar says it stopped)
+    drain_until: float | None = None
+    finished: bool = False             # forget the run once drained
+
+    def view(self, now_wall: float) -> dict:
+        return {"run_id": self.run_id, "task_id": self.task_id, "status": self.status,
+                "age": round(now_wall - self.since, 1), "progress": self.progress,
+                "message": self.message, "seq": self.seq, "health": self.health}
+
+
+class LiveManager:
+    def __init__(self, config: LiveConfig, node_id: str,
+                 emit: Callable[[str, dict], bool], *, context: zmq.Context | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.node_id = node_id
+        self.emit = emit
+        self.clock = clock
+        self.policy = HeartbeatPolicy(config.heartbeat_seconds, config.suspect_after,
+                                      config.fail_after)
+        self.ctx = context or zmq.Context.instance()
+        self.inbox: queue.Queue = queue.Queue()
+        self.runs: dict[int, LiveRun] = {}
+        self.pub: zmq.Socket | None = None
+        self.pub_port: int | None = None
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="live", daemon=True)
+
+    # -- inputs (any thread) ---------------------------------------------------------------
+    def run_status(self, run_id: int, task_id: int, status: str) -> None:
+        self.inbox.put(("status", run_id, task_id, status))
+
+    def pod_event(self, run_id: int, etype: str, pod: dict) -> None:
+        name = pod.get("metadata", {}).get("name")
+        ip = None if etype == "DELETED" else pod_address(pod)
+        self.inbox.put(("pod", run_id, name, ip))
+
+    def run_finished(self, run_id: int) -> None:
+        self.inbox.put(("finished", run_id))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.linger = 0
+        host = self.config.node_pub_host
+        try:
+            self.pub.bind(f"tcp://{host}:{self.config.node_pub_port or '*'}")
+        except zmq.ZMQError as e:
+            self.pub.close()
+            raise ClusterError(f"live channel: cannot bind the node's PUB socket on "
+                               f"{host}:{self.config.node_pub_port}: {e}") from e
+        self.pub_port = int(self.pub.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        log.info("live channel: node events on tcp://%s:%d", host, self.pub_port)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    # -- the live thread --------------------------------------------------------------------
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        next_snapshot = 0.0
+        try:
+            while not self.stop_event.is_set():
+                self._drain_inbox(poller)
+                ready = dict(poller.poll(LOOP_INTERVAL * 1000))
+                now = self.clock()
+                for run in list(self.runs.values()):
+                    try:
+                        if run.sub is not None and ready.get(run.sub):
+                            self._read_sub(run)
+                        if run.req is not None and ready.get(run.req):
+                            self._read_req(run)
+                        self._housekeeping(run, now, poller)
+                    except zmq.ZMQError as e:  # one pod's sockets must not stop the others
+                        log.warning("live channel of run %s: %s", run.run_id, e)
+                if now >= next_snapshot:
+                    next_snapshot = now + self.policy.interval
+                    self._publish(F.NODE_TOPIC, F.SNAPSHOT, {
+                        "node_id": self.node_id, "time": time.time(),
+                        "runs": [r.view(time.time()) for r in
+                                 sorted(self.runs.values(), key=lambda r: r.run_id)]})
+        except Exception:
+            log.exception("live channel thread failed; live updates stop (runs are unaffected)")
+        finally:
+            for run in list(self.runs.values()):
+                self._disconnect(run, poller)
+            if self.pub is not None:
+                self.pub.close()
+
+    def _drain_inbox(self, poller: zmq.Poller) -> None:
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            kind, run_id = item[0], item[1]
+            if kind == "status":
+                run = self.runs.setdefault(run_id, LiveRun(run_id))
+                run.task_id = item[2]
+                if run.status != item[3]:
+                    run.status, run.since = item[3], time.time()
+                    self._publish(str(run_id), F.STATE, run.view(time.time()))
+            elif kind == "pod":
+                run = self.runs.get(run_id)
+                if run is None or run.finished:
+                    continue
+                name, ip = item[2], item[3]
+                if ip is None:
+                    if name == run.pod and run.drain_until is None:
+                        self._drain(run)
+                elif run.ip != ip or run.pod != name:
+                    self._disconnect(run, poller)
+                    self._connect(run, name, ip, poller)
+            elif kind == "finished":
+                run = self.runs.get(run_id)
+                if run is None:
+                    continue
+                run.finished = True
+                if run.sub is None:
+                    self._forget(run, poller)
+                elif run.drain_until is None:
+                    self._drain(run)
+
+    def _drain(self, run: LiveRun) -> None:
+        run.drain_until = self.clock() + 2 * self.policy.interval
+        run.next_ping = 0.0
+
+    def _connect(self, run: LiveRun, pod: str, ip: str, poller: zmq.Poller) -> None:
+        host = f"[{ip}]" if ":" in ip else ip
+        run.pod, run.ip = pod, ip
+        run.sub = self._socket(zmq.SUB, ip)
+        run.sub.setsockopt_string(zmq.SUBSCRIBE, str(run.run_id))
+        run.sub.connect(f"tcp://{host}:{self.config.pub_port}")
+        run.req = self._socket(zmq.REQ, ip)
+        # a lost reply must not wedge the socket: a new ping may go out, stale replies are dropped
+        run.req.setsockopt(zmq.REQ_RELAXED, 1)
+        run.req.setsockopt(zmq.REQ_CORRELATE, 1)
+        run.req.connect(f"tcp://{host}:{self.config.rep_port}")
+        poller.register(run.sub, zmq.POLLIN)
+        poller.register(run.req, zmq.POLLIN)
+        run.drain_until = None
+        run.liveness = Liveness.start(self.policy, self.clock())
+        run.health, run.next_ping = "alive", 0.0
+        log.info("run %s: following its sidecar at %s", run.run_id, ip)
+        self._publish(str(run.run_id), F.HEALTH, {"state": "alive", "connected": ip})
+
+    def _socket(self, kind: int, ip: str) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_FRAME_BYTES)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        if ":" in ip:
+            sock.ipv6 = True
+        return sock
+
+    def _disconnect(self, run: LiveRun, poller: zmq.Poller) -> None:
+        for sock in (run.sub, run.req):
+            if sock is not None:
+                try:
+                    poller.unregister(sock)
+                except KeyError:
+                    pass
+                sock.close()
+        run.sub = run.req = run.liveness = None
+        run.ip = run.pod = run.drain_until = None
+
+    def _forget(self, run: LiveRun, poller: zmq.Poller) -> None:
+        self._disconnect(run, poller)
+        self.runs.pop(run.run_id, None)
+        self._publish(str(run.run_id), F.STATE, {**run.view(time.time()), "gone": True})
+
+    def _read_sub(self, run: LiveRun) -> None:
+        while run.sub is not None:
+            try:
+                frames = run.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                rid, kind, body = F.decode(frames)
+            except F.FrameError as e:
+                log.debug("run %s: bad frame from its sidecar: %s", run.run_id, e)
+                continue
+            if rid != str(run.run_id):
+                continue
+            self._beat(run)
+            if kind == F.PROGRESS:
+                event = F.progress_event(body)
+                if event is None:
+                    continue
+                if event["seq"] > run.seq + 1:
+                    run.next_ping = 0.0  # a gap: the pong's replay fills it, in order
+                elif event["seq"] == run.seq + 1:
+                    self._forward(run, event)
+            elif kind == F.HEARTBEAT:
+                seq = body.get("seq")
+                if isinstance(seq, int) and not isinstance(seq, bool) and seq > run.seq:
+                    run.next_ping = 0.0
+                if body.get("state") == "stopped" and run.drain_until is not None:
+                    run.drain_until = min(run.drain_until, self.clock() + 0.2)
+            elif kind == F.LOG:
+                message = body.get("message")
+                if isinstance(message, str):
+                    self._publish(str(run.run_id), F.LOG,
+                                  {"message": message[:F.MAX_MESSAGE_CHARS]})
+
+    def _read_req(self, run: LiveRun) -> None:
+        try:
+            frames = run.req.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            rid, kind, body = F.decode(frames)
+        except F.FrameError as e:
+            log.debug("run %s: bad pong: %s", run.run_id, e)
+            return
+        if rid != str(run.run_id) or kind != F.PONG:
+            return
+        self._beat(run)
+        events = body.get("progress")
+        for raw in events if isinstance(events, list) else []:
+            event = F.progress_event(raw) if isinstance(raw, dict) else None
+            if event is not None and event["seq"] == run.seq + 1:
+                self._forward(run, event)
+        seq = body.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq > run.seq:
+            run.next_ping = 0.0  # more to replay than one pong carries
+
+    def _housekeeping(self, run: LiveRun, now: float, poller: zmq.Poller) -> None:
+        if run.drain_until is not None and now >= run.drain_until:
+            self._disconnect(run, poller)
+            run.health = "ended"
+        if run.finished and run.sub is None:
+            self._forget(run, poller)
+            return
+        if run.req is not None and now >= run.next_ping:
+            run.next_ping = now + self.policy.interval
+            try:
+                run.req.send_multipart(F.encode(str(run.run_id), F.PING, {"after": run.seq}),
+                                       zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not connected yet: the heartbeat state machine notices a silence
+        if run.liveness is not None and run.drain_until is None:
+            changed = run.liveness.tick(now)
+            if changed:
+                self._health(run, changed)
+
+    def _beat(self, run: LiveRun) -> None:
+        if run.liveness is not None:
+            changed = run.liveness.beat(self.clock())
+            if changed:
+                self._health(run, changed)
+
+    def _health(self, run: LiveRun, state: str) -> None:
+        previous, run.health = run.health, state
+        missed = run.liveness.missed(self.clock()) if run.liveness else 0
+        if state == FAILED:
+            log.warning("run %s: its sidecar stopped answering (%d heartbeats missed); the run "
+                        "is unresponsive", run.run_id, missed)
+        else:
+            log.info("run %s: sidecar %s (was %s)", run.run_id, state, previous)
+        self._publish(str(run.run_id), F.HEALTH,
+                      {"state": state, "previous": previous, "missed": missed})
+
+    def _forward(self, run: LiveRun, event: dict) -> None:
+        run.seq = event["seq"]
+        run.progress, run.message = event["progress"], event["message"]
+        self._publish(str(run.run_id), F.PROGRESS, event)
+        sent = self.emit("algorithm_progress", {
+            "node_id": self.node_id, "run_id": run.run_id, "task_id": run.task_id, **event})
+        if not sent:
+            log.debug("progress %s of run %s not sent: server not connected", event["seq"],
+                      run.run_id)
+
+    def _publish(self, topic: str, kind: str, body: dict) -> None:
+        if self.pub is None:
+            return
+        try:
+            self.pub.send_multipart(F.encode(topic, kind, body), zmq.NOBLOCK)
+        except (zmq.Again, F.FrameError) as e:
+            log.debug("node event %s not published: %s", kind, e)
+
+
+class NoLive:
+    """Stands in for LiveManager when the live channel is off."""
+
+    def run_status(self, run_id: int, task_id: int, status: str) -> None:
+        pass
+
+    def pod_event(self, run_id: int, etype: str, pod: dict) -> None:
+        pass
+
+    def run_finished(self, run_id: int) -> None:
+        pass

@@ -1,0 +1,253 @@
+"""The live-channel sidecar of an algorithm pod: ``python -m node.sidecar`` (CONTRACTS §9).
+
+Runs as a native sidecar (an init container with ``restartPolicy: Always``) next to the
+algorithm, sharing an emptyDir with it. The algorithm appends JSON lines to ``$PROGRESS_FILE``
+in that directory (``algorithms.common.progress``); the sidecar tails the file and
+
+- publishes ``[run_id, "progress", {...,"seq"}]``, ``[run_id, "heartbeat", {...}]`` and
+  ``[run_id, "log", {...}]`` on a PUB socket bound to ``$POD_IP:$LIVE_PUB_PORT``;
+- answers ``[run_id, "ping", {"after": n}]`` on a REP socket bound to ``$POD_IP:$LIVE_REP_PORT``
+  with ``[run_id, "pong", {"state", "seq", "progress": [events after n]}]``, so a node that
+  connected late (or missed events: PUB drops them while nobody listens) catches up in order.
+
+It binds on the pod IP only and never connects anywhere: the node connects to it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import zmq
+
+from node import live_frames as F
+
+log = logging.getLogger("node.sidecar")
+
+DEFAULT_PUB_PORT = 5555
+DEFAULT_REP_PORT = 5556
+HISTORY = 1000   # progress events kept for late subscribers
+TAIL_INTERVAL = 0.05
+MAX_READ = 256 * 1024  # bytes read from the progress file per pass
+
+
+class SidecarError(Exception):
+    """Bad settings: the sidecar cannot start."""
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    run_id: str
+    host: str
+    pub_port: int = DEFAULT_PUB_PORT
+    rep_port: int = DEFAULT_REP_PORT
+    progress_file: Path = Path("/app/live/progress")
+    heartbeat_seconds: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "SidecarSettings":
+        problems = []
+        run_id = env.get("RUN_ID", "")
+        if not run_id.isdigit() or len(run_id) > 16:
+            problems.append(f"RUN_ID must be a run id, got {run_id[:20]!r}")
+        host = env.get("POD_IP", "")
+        if not host:
+            problems.append("POD_IP is not set (give it from the downward API: status.podIP)")
+
+        def number(name: str, default: float, kind=int):
+            text = env.get(name)
+            if text is None:
+                return default
+            try:
+                value = kind(text)
+            except ValueError:
+                problems.append(f"{name} must be a number, got {text[:20]!r}")
+                return default
+            if value < 0 or (kind is int and value > 65535):
+                problems.append(f"{name} is out of range: {value}")
+            return value
+        pub = number("LIVE_PUB_PORT", DEFAULT_PUB_PORT)
+        rep = number("LIVE_REP_PORT", DEFAULT_REP_PORT)
+        beat = number("LIVE_HEARTBEAT_SECONDS", 1.0, float)
+        if beat <= 0:
+            problems.append("LIVE_HEARTBEAT_SECONDS must be positive")
+        progress = env.get("PROGRESS_FILE") or "/app/live/progress"
+        if problems:
+            raise SidecarError("; ".join(problems))
+        return cls(run_id=run_id, host=host, pub_port=pub, rep_port=rep,
+                   progress_file=Path(progress), heartbeat_seconds=beat)
+
+
+class ProgressTail:
+    """Reads complete new lines appended to a file that may not exist yet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+        self.skipping = False  # inside an over-long line: drop until its newline
+
+    def read_lines(self) -> list[bytes]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(MAX_READ)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            log.warning("cannot read %s: %s", self.path, e)
+            return []
+        self.offset += len(data)
+        *complete, rest = (self.partial + data).split(b"\n")
+        lines = []
+        for piece in complete:
+            if self.skipping:
+                self.skipping = False
+                continue
+            lines.append(piece)
+        if len(rest) > F.MAX_LINE_BYTES:
+            self.skipping, rest = True, b""
+        self.partial = rest
+        return lines
+
+
+class Sidecar:
+    def __init__(self, settings: SidecarSettings, context: zmq.Context | None = None) -> None:
+        self.s = settings
+        self.ctx = context or zmq.Context.instance()
+        self.tail = ProgressTail(settings.progress_file)
+        self.history: deque[dict] = deque(maxlen=HISTORY)
+        self.seq = 0
+        self.beats = 0
+        self.state = "running"
+        self.started = time.monotonic()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.rep = self.ctx.socket(zmq.REP)
+        for sock in (self.pub, self.rep):
+            sock.linger = 200  # the last heartbeat may still go out on stop
+            sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_FRAME_BYTES)
+            if ":" in settings.host:
+                sock.ipv6 = True
+        try:
+            self.pub_port = self._bind(self.pub, settings.pub_port)
+            self.rep_port = self._bind(self.rep, settings.rep_port)
+        except zmq.ZMQError as e:
+            self.close()
+            raise SidecarError(f"cannot bind on {settings.host}: {e}") from e
+
+    def _bind(self, sock: zmq.Socket, port: int) -> int:
+        host = f"[{self.s.host}]" if ":" in self.s.host else self.s.host
+        sock.bind(f"tcp://{host}:{port or '*'}")
+        return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+    def close(self) -> None:
+        self.pub.close()
+        self.rep.close()
+
+    # -- events --------------------------------------------------------------------------
+    def _publish(self, kind: str, body: dict) -> None:
+        try:
+            self.pub.send_multipart(F.encode(self.s.run_id, kind, body), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB never blocks; a slow subscriber loses events and catches up by ping
+
+    def heartbeat(self) -> None:
+        self.beats += 1
+        self._publish(F.HEARTBEAT, {"state": self.state, "seq": self.seq, "beats": self.beats,
+                                    "uptime": round(time.monotonic() - self.started, 3)})
+
+    def poll_progress(self) -> int:
+        """Publish the progress lines appended since the last pass; returns how many."""
+        n = 0
+        for line in self.tail.read_lines():
+            event = F.parse_progress_line(line)
+            if event is None:
+                self._publish(F.LOG, {"level": "warning",
+                                      "message": "skipped a line of the progress file that is "
+                                                 "not a JSON progress report"})
+                continue
+            self.seq += 1
+            event = {"seq": self.seq, **event}
+            self.history.append(event)
+            self._publish(F.PROGRESS, event)
+            n += 1
+        return n
+
+    def answer(self, frames: list[bytes]) -> list[bytes]:
+        try:
+            run_id, kind, body = F.decode(frames)
+        except F.FrameError as e:
+            return F.encode(self.s.run_id, F.ERROR, {"error": str(e)[:200]})
+        if run_id != self.s.run_id:
+            return F.encode(self.s.run_id, F.ERROR, {"error": "wrong run id"})
+        if kind != F.PING:
+            return F.encode(self.s.run_id, F.ERROR, {"error": f"unknown request {kind[:32]!r}"})
+        after = body.get("after", 0)
+        if isinstance(after, bool) or not isinstance(after, int):
+            after = 0
+        missing = [e for e in self.history if e["seq"] > after][:F.MAX_REPLAY]
+        return F.encode(self.s.run_id, F.PONG, {
+            "state": self.state, "seq": self.seq, "beats": self.beats,
+            "uptime": round(time.monotonic() - self.started, 3), "progress": missing})
+
+    # -- loop ------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self._publish(F.LOG, {"level": "info", "message": "sidecar started"})
+        poller = zmq.Poller()
+        poller.register(self.rep, zmq.POLLIN)
+        next_beat = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self.heartbeat()
+                next_beat = now + self.s.heartbeat_seconds
+            self.poll_progress()
+            timeout = max(0.0, min(TAIL_INTERVAL, next_beat - time.monotonic()))
+            if dict(poller.poll(timeout * 1000)).get(self.rep):
+                try:
+                    frames = self.rep.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                self.rep.send_multipart(self.answer(frames))
+        # the algorithm ended (the kubelet stops sidecars after the main containers): the
+        # last lines it wrote still go out
+        self.poll_progress()
+        self.state = "stopped"
+        self.heartbeat()
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv:
+        print("usage: python -m node.sidecar (settings from the environment: RUN_ID, POD_IP, "
+              "LIVE_PUB_PORT, LIVE_REP_PORT, LIVE_HEARTBEAT_SECONDS, PROGRESS_FILE)",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = SidecarSettings.from_env(os.environ)
+        sidecar = Sidecar(settings)
+    except SidecarError as e:
+        log.error("cannot start: %s", e)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("run %s: live channel on %s (pub %d, rep %d)", settings.run_id, settings.host,
+             sidecar.pub_port, sidecar.rep_port)
+    try:
+        sidecar.run(stop)
+    finally:
+        sidecar.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The live channel's additions to the Job and the NetworkPolicy (node/manifests.py)."""
+from __future__ import annotations
+
+import kubernetes_validate
+
+from node.manifests import build_job, build_network_policy
+from node.models import parse_command
+from tests.node.test_manifests import make_config, prototype, rich
+
+LIVE = {"enabled": True, "pub_port": 6001, "rep_port": 6002, "heartbeat_seconds": 0.5,
+        "node_namespace": "v6-node", "node_pod_labels": {"app": "v6-node"}}
+
+
+def _job(payload=None, **live):
+    config = make_config(live={**LIVE, **live})
+    return build_job(parse_command(payload or prototype(), config), config), config
+
+
+def test_without_the_live_channel_the_pod_has_no_sidecar():
+    config = make_config()
+    job = build_job(parse_command(prototype(), config), config)
+    spec = job["spec"]["template"]["spec"]
+    assert "initContainers" not in spec
+    assert all(v["name"] != "live" for v in spec["volumes"])
+    assert all(e["name"] != "PROGRESS_FILE" for e in spec["containers"][0]["env"])
+    assert build_network_policy(config)["spec"]["ingress"] == []
+
+
+def test_the_sidecar_is_a_native_sidecar_sharing_an_empty_dir_with_the_algorithm():
+    job, _ = _job(rich())
+    spec = job["spec"]["template"]["spec"]
+    [side] = spec["initContainers"]
+    algo = spec["containers"][0]
+    assert side["name"] == "live" and side["restartPolicy"] == "Always"
+    assert side["image"] == "v6-demo/node" and side["args"] == ["sidecar"]
+    assert "command" not in side  # the image's entrypoint (python -m node) runs it
+    env = {e["name"]: e for e in side["env"]}
+    assert env["POD_IP"] == {"name": "POD_IP",
+                             "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    assert {k: env[k]["value"] for k in ("RUN_ID", "LIVE_PUB_PORT", "LIVE_REP_PORT",
+                                         "LIVE_HEARTBEAT_SECONDS", "PROGRESS_FILE")} == \
+        {"RUN_ID": "7", "LIVE_PUB_PORT": "6001", "LIVE_REP_PORT": "6002",
+         "LIVE_HEARTBEAT_SECONDS": "0.5", "PROGRESS_FILE": "/app/live/progress"}
+    assert side["volumeMounts"] == [{"name": "live", "mountPath": "/app/live", "readOnly": True}]
+    assert {"name": "live", "mountPath": "/app/live", "readOnly": False} in algo["volumeMounts"]
+    assert {"name": "PROGRESS_FILE", "value": "/app/live/progress"} in algo["env"]
+    assert {"name": "live", "emptyDir": {"sizeLimit": "16Mi"}} in spec["volumes"]
+    # no secrets for the sidecar: the container token stays in the algorithm's task mount
+    assert "TOKEN_FILE" not in env and all(m["mountPath"] != "/app/task"
+                                           for m in side["volumeMounts"])
+    assert side["securityContext"] == algo["securityContext"]
+    assert side["securityContext"]["readOnlyRootFilesystem"] is True
+    assert side["resources"]["limits"] == {"cpu": "200m", "memory": "96Mi"}
+    kubernetes_validate.validate(job, "1.30", strict=True)
+
+
+def test_the_network_policy_lets_only_the_node_reach_the_sidecar_ports():
+    _, config = _job()
+    policy = build_network_policy(config)
+    assert policy["spec"]["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "v6-node"}},
+                  "podSelector": {"matchLabels": {"app": "v6-node"}}}],
+        "ports": [{"protocol": "TCP", "port": 6001}, {"protocol": "TCP", "port": 6002}]}]
+    kubernetes_validate.validate(policy, "1.30", strict=True)

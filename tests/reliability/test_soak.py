@@ -1,0 +1,66 @@
+"""A soak: many tasks across two nodes with API faults and cut watches on, a server restart and
+a node kill along the way. Counts of submitted, completed, failed and lost runs (lost must be 0)
+go to soak-results.json in the long mode (`make soak`: 500 tasks); `make test` runs 20."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from localcluster.stack import wait_for
+from tests.integration.support import make_stack, node_spec, pytestmark  # noqa: F401
+from tests.reliability.checks import Ledger, check, wait_results
+from tests.reliability.settings import examples, record
+
+FAULTS = {"error_rate": {"*": 0.05}, "error_codes": [500, 503, 429, 409], "watch_cut_after": 5,
+          "watch_cut_mode": "reset", "seed": 500}
+WINDOW = 12  # runs in flight at once: enough to overlap, few enough for two cores
+
+
+@pytest.mark.allow_leftovers  # the restarted server and node belong to the stack, stopped below
+def test_soak_two_nodes_with_faults(tmp_path):
+    total = examples(20, 500)
+    stack = make_stack(tmp_path, [node_spec("node-a"), node_spec("node-b")])
+    started = time.monotonic()
+    ledger = Ledger()
+    figures = {"tasks_submitted": 0}
+    try:
+        stack.cluster.set_faults(FAULTS)
+        in_flight: list[tuple[str, int]] = []
+        for i in range(total):
+            node = ("node-a", "node-b")[i % 2]
+            task = stack.create_task(image="test/sleeper", input={"seconds": 0.1}, databases=[],
+                                     nodes=[node])
+            ledger.add_task(task, {"completed"})
+            figures["tasks_submitted"] += 1
+            in_flight.append((node, task["runs"][0]["id"]))
+            if len(in_flight) >= WINDOW:
+                window = Ledger({k: ledger.expected[k] for k in in_flight})
+                wait_results(stack, window, timeout=300)
+                in_flight.clear()
+            if i == total // 3:
+                stack.restart_server()
+            if i == 2 * total // 3:
+                stack.stop_node("node-b", sig=signal.SIGKILL)
+                stack.start_node("node-b")
+        results = wait_results(stack, ledger, timeout=300)
+        faults_served = stack.cluster.faults()
+        counts = check(stack, ledger, timeout=60)
+    finally:
+        stack.close()
+    by_status = {}
+    for run in results.values():
+        by_status[run["result"]["status"]] = by_status.get(run["result"]["status"], 0) + 1
+    figures.update({
+        "runs_submitted": len(ledger.expected),
+        "completed": by_status.get("completed", 0),
+        "failed": sum(v for k, v in by_status.items() if k != "completed"),
+        "lost": len(ledger.expected) - len(results),
+        "by_status": counts,
+        "faults": {k: faults_served[k] for k in ("error_rate", "error_codes", "watch_cut_after")},
+        "server_restarts": 1, "node_kills": 1,
+        "seconds": round(time.monotonic() - started, 1),
+    })
+    assert figures["lost"] == 0 and figures["completed"] == len(ledger.expected), figures
+    record("soak", figures)
