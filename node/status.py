@@ -15,6 +15,8 @@ Choices:
   caller using a grace can re-evaluate on a timer.
 - A pod that finished while its Job has no final condition yet is still ``active``: the Job
   controller decides (with ``backoffLimit > 0`` a new pod may follow).
+- A Job that failed for a reason not in the tables, with no failed pod to explain it, is
+  ``unknown error``: the node reports what Kubernetes said instead of guessing.
 """
 from __future__ import annotations
 
@@ -259,8 +261,11 @@ def _job_failed(f: _Facts) -> RunState | None:
         # The failed pod is gone already: only a deletion removes it before the Job's TTL.
         return RunState(S.FAILED, True, _join("pod failed and was removed (deleted outside the node?)", message),
                         reason)
-    return RunState(S.FAILED, True, _join(f"job failed ({reason or 'no reason given'})", message),
-                    reason)
+    # A reason this node does not know (a newer Kubernetes, another controller): say so rather
+    # than guess at a cause.
+    return RunState(S.UNKNOWN_ERROR, True,
+                    _join(f"job failed for a reason the node does not know "
+                          f"({reason or 'no reason given'})", message), reason)
 
 
 def _fatal_waiting(f: _Facts) -> RunState | None:

@@ -157,7 +157,8 @@ def test_long_run_goes_through_pending_initializing_active(shared_stack):
     assert run["status"] == "completed"
     assert run["result"]["data"] == "done"
     history = statuses(run)
-    assert history.index("pending") < history.index("active") < history.index("completed")
+    assert history.index("pending") < history.index("initializing") < history.index("active") \
+        < history.index("completed")
 
 
 def test_output_larger_than_allowed_fails(stack_factory):
@@ -197,6 +198,31 @@ def test_job_deleted_outside_the_node_ends_the_run_as_failed(shared_stack):
     run = shared_stack.wait_task(task["id"], timeout=30)["runs"][0]
     assert run["status"] == "failed"
     assert "deleted" in run["result"]["logs"]
+
+
+def test_job_failed_for_a_reason_the_node_does_not_know_is_unknown_error(shared_stack):
+    """Another controller (or a newer Kubernetes) fails the Job with a reason the node's tables
+    lack: the node says it does not know, with Kubernetes' words, instead of guessing."""
+    from kubernetes import client, config
+    task = shared_stack.create_task(image="test/sleeper", input={"seconds": 60}, databases=[],
+                                    nodes=["node-a"])
+    run_id = task["runs"][0]["id"]
+    wait_for(lambda: "active" in statuses(run_of(shared_stack, task)), 30, "the run to be active")
+    api = config.new_client_from_config(config_file=str(shared_stack.kubeconfig))
+    try:
+        batch = client.BatchV1Api(api)
+        job = batch.read_namespaced_job_status(f"v6-run-{run_id}", "v6-jobs")
+        now = job.status.start_time
+        job.status.conditions = (job.status.conditions or []) + [client.V1JobCondition(
+            type="Failed", status="True", reason="MaxFailedIndexesExceeded",
+            message="Job has exceeded the specified maximal number of failed indexes",
+            last_probe_time=now, last_transition_time=now)]
+        batch.replace_namespaced_job_status(f"v6-run-{run_id}", "v6-jobs", job)
+    finally:
+        api.close()
+    run = shared_stack.wait_task(task["id"], timeout=30)["runs"][0]
+    assert run["status"] == "unknown error"
+    assert "MaxFailedIndexesExceeded" in run["result"]["logs"]
 
 
 # -- isolation between nodes ----------------------------------------------------------------------

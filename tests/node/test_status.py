@@ -74,6 +74,8 @@ SCENARIOS = [
     ("job-backofflimit", [], [], S.FAILED, True, ["removed"]),
     ("job-deadline", [], [], S.CRASHED, True, ["deadline", "active longer than specified deadline"]),
     ("job-deadline", ["pod-running"], [], S.CRASHED, True, ["deadline"]),
+    ("job-failed-unknown-reason", ["pod-running"], [], S.UNKNOWN_ERROR, True,
+     ["does not know", "MaxFailedIndexesExceeded"]),
     # deleted from outside the node
     (None, [], [], S.FAILED, True, ["job deleted outside the node"]),
     (None, ["pod-running"], [], S.FAILED, True, ["job deleted outside the node"]),

@@ -45,22 +45,29 @@ def test_soak_two_nodes_with_faults(tmp_path):
                 stack.stop_node("node-b", sig=signal.SIGKILL)
                 stack.start_node("node-b")
         results = wait_results(stack, ledger, timeout=300)
+        by_status: dict[str, int] = {}
+        for run in results.values():
+            status = run["result"]["status"]
+            by_status[status] = by_status.get(status, 0) + 1
         faults_served = stack.cluster.faults()
-        counts = check(stack, ledger, timeout=60)
+        figures.update({
+            "runs_submitted": len(ledger.expected),
+            "completed": by_status.get("completed", 0),
+            "failed": sum(v for k, v in by_status.items() if k != "completed"),
+            "lost": len(ledger.expected) - len(results),
+            "by_status": by_status,
+            "faults": {k: faults_served[k] for k in ("error_rate", "error_codes",
+                                                     "watch_cut_after")},
+            "api_requests": stack.cluster.metrics().get("total", 0),
+            # each injected error the nodes met is logged once (retried or resumed)
+            "injected_errors_met_by_nodes": sum(
+                p.read_text(errors="replace").count("injected fault")
+                for p in (stack.workdir / "logs").glob("node-*.log")),
+            "server_restarts": 1, "node_kills": 1,
+            "seconds": round(time.monotonic() - started, 1),
+        })
+        record("soak", figures)  # before the checks: a failing soak's figures matter most
+        check(stack, ledger, timeout=60)
     finally:
         stack.close()
-    by_status = {}
-    for run in results.values():
-        by_status[run["result"]["status"]] = by_status.get(run["result"]["status"], 0) + 1
-    figures.update({
-        "runs_submitted": len(ledger.expected),
-        "completed": by_status.get("completed", 0),
-        "failed": sum(v for k, v in by_status.items() if k != "completed"),
-        "lost": len(ledger.expected) - len(results),
-        "by_status": counts,
-        "faults": {k: faults_served[k] for k in ("error_rate", "error_codes", "watch_cut_after")},
-        "server_restarts": 1, "node_kills": 1,
-        "seconds": round(time.monotonic() - started, 1),
-    })
     assert figures["lost"] == 0 and figures["completed"] == len(ledger.expected), figures
-    record("soak", figures)
