@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -55,14 +56,14 @@ def settings_from(argv: list[str] | None) -> Settings:
     a = p.parse_args(argv)
     q = a.quick
     levels = tuple(int(x) for x in a.scale.split(",")) if a.scale else \
-        ((3, 10) if q else (10, 100, 1000))
+        ((2, 5) if q else (10, 100, 1000))
     if any(n < 1 for n in levels) or any(v is not None and v < 1 for v in
                                          (a.repeats, a.tasks, a.scale_repeats, a.proxy_requests)):
         p.error("counts must be positive")
     return Settings(
-        quick=q, repeats=a.repeats or (2 if q else 3), tasks=a.tasks or (3 if q else 30),
+        quick=q, repeats=a.repeats or (2 if q else 3), tasks=a.tasks or (3 if q else 25),
         scale_levels=levels, scale_repeats=a.scale_repeats or (1 if q else 2),
-        idle_seconds=a.idle_seconds if a.idle_seconds is not None else (3 if q else 60),
+        idle_seconds=a.idle_seconds if a.idle_seconds is not None else (3 if q else 40),
         proxy_requests=a.proxy_requests or (100 if q else 2000),
         stream_bytes=(a.stream_mb or (20 if q else 1000)) * 1_000_000,
         poll_interval=1.0, out=a.out, workdir=a.workdir, plot=not a.no_plot)
@@ -200,6 +201,8 @@ def write(results: dict, s: Settings) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     s = settings_from(argv)
+    # SIGTERM (make, CI) unwinds like Ctrl-C, so every process started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         results = run(s)
     except BenchError as e:

@@ -20,17 +20,22 @@ GATE_IMAGE = "bench/gate"
 _MARK = b"gate/fifo"
 
 
-def _waiting_pods() -> int:
-    """Processes whose command line names the gate FIFO (the pods not yet released)."""
+def _waiting_pods(cluster_pid: int) -> int:
+    """Containers of this cluster (its child processes) whose command line names the gate FIFO:
+    the pods not yet released."""
     n = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            if parent != cluster_pid:
+                continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 if _MARK in f.read():
                     n += 1
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
     return n
 
@@ -62,7 +67,7 @@ def run_level(bench: Bench, n: int, timeout: float) -> dict:
     runs = [bench.submit(GATE_IMAGE, ["gate"])[0] for _ in range(n)]
     t_submitted = time.time()
     deadline = time.monotonic() + timeout
-    while (waiting := _waiting_pods()) < n:
+    while (waiting := _waiting_pods(bench.cluster.pid)) < n:
         if time.monotonic() > deadline:
             raise BenchError(f"only {waiting} of {n} runs in flight after {timeout:.0f}s")
         failed = [r for r in runs if r in bench.listener.results]
@@ -74,7 +79,7 @@ def run_level(bench: Bench, n: int, timeout: float) -> dict:
     t_in_flight = time.time()
     in_flight_rss = procstat.rss_mb(pid)
     cpu_in_flight = procstat.cpu_seconds(pid)
-    while _waiting_pods():
+    while _waiting_pods(bench.cluster.pid):
         _release(fifo)
         if time.monotonic() > deadline:
             raise BenchError("pods still waiting on the gate after the deadline")

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                         "per pod whose only way out is --egress-allow (needs root, ip, nft); "
                         "auto: isolated when possible, else host with a warning")
     s.add_argument("--pod-cidr", default=DEFAULT_CIDR,
-                   help="isolated mode: the cluster takes a free /24 of it")
+                   help="isolated mode: the cluster takes a free /22 of it")
     s.add_argument("--egress-allow", action="append", default=[], metavar="HOST:PORT",
                    help="isolated mode: where pods may connect (repeatable); HOST is an IPv4 "
                         "address of this host or 'gateway' (the host's address in the pod "

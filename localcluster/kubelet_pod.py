@@ -180,7 +180,7 @@ class PodWorker(ContainerRunner):
         self.side_tasks.clear()
         await self._kill_all(float((self.pod.get("spec") or {}).get(
             "terminationGracePeriodSeconds", 30)))
-        self.k.network.release(self.uid)
+        self.k.network.finished(self.uid)
         self._push()
 
     async def _deadline(self, seconds: float) -> None:

@@ -5,16 +5,17 @@ IP (127.0.1.x) it may bind to. Nothing is isolated.
 
 ``isolated`` (needs root, ``ip`` from iproute2 and ``nft`` from nftables): every pod gets its own
 network namespace, shared by all its containers, whose only way out is the egress allow-list
-(the proxy's address and port). The cluster takes one free /24 of the pod CIDR
-(10.244.0.0/16 by default; index ``i``):
-- ``lcn<i>gw``: a port-less bridge holding the gateway address ``10.244.i.1/32`` on the host, so
+(the proxy's address and port). The cluster takes one free /22 of the pod CIDR
+(10.244.0.0/16 by default: 64 clusters side by side; index ``i``, subnet ``S``):
+- ``lcn<i>gw``: a port-less bridge holding the gateway address (``S`` + 1, /32) on the host, so
   the proxy can listen there before any pod exists;
-- per pod (host number ``n``): network namespace ``lcn<i>-<n>`` with ``lo`` and ``eth0``
-  (``10.244.i.n/32``), the peer of host veth ``lcn<i>p<n>`` (which also holds the gateway
+- per pod (host number ``n``, 2 … 1022): network namespace ``lcn<i>-<n>`` with ``lo`` and
+  ``eth0`` (``S`` + n, /32), the peer of host veth ``lcn<i>p<n>`` (which also holds the gateway
   address, so ARP works whatever the host's ``arp_ignore``). The pod has routes only to the
   gateway and to the egress hosts (via the gateway) — no default route: anything else is
-  ENETUNREACH inside the pod and never leaves it. The host routes ``10.244.i.n/32`` to the veth,
-  so host processes (the node) can reach pods;
+  ENETUNREACH inside the pod and never leaves it. The host routes the pod IP to the veth, so
+  host processes (the node) can reach pods. A pod keeps its namespace and IP until it is
+  deleted (the last bytes its containers sent must not be cut off with the veth);
 - nftables table ``inet localcluster_<i>``: traffic *from* pod veths to the host is accepted only
   to the egress (address, port) pairs and as replies of connections the host opened; other TCP
   gets a reset, everything else an ICMP admin-prohibited; nothing is forwarded from or to pods.
@@ -24,90 +25,30 @@ before it makes anything, and removes everything on close. `cleanup_leftovers` �
 start and by ``python -m localcluster cleanup-network`` — removes the namespaces, links and tables
 of indexes whose cluster is gone (killed without cleaning up), never those of a live cluster, so
 clusters can run side by side.
+
+The pure part (settings, names, the `ip` batches and the nftables script) is
+`localcluster.netns_plan`; this module runs the commands.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localcluster.netns_plan import (  # noqa: F401  (re-exported: the module's interface)
+    DEFAULT_CIDR, GATEWAY, KINDS, MODES, RUN_DIR, Egress, Layout, NetworkError, NetworkSettings,
+    host_batch, nft_script, parse_egress, parse_indexes, pod_batch, subnet_count, subnet_of)
+
 log = logging.getLogger(__name__)
 
-MODES = ("host", "isolated", "auto")
-DEFAULT_CIDR = "10.244.0.0/16"
-SUBNET_PREFIX = 24
-RUN_DIR = Path("/run/localcluster-net")
 HOST_IP = "127.0.0.1"
-GATEWAY = "gateway"  # egress host meaning "the gateway address of this cluster"
-
-_NETNS_RE = re.compile(r"^lcn(\d+)-(\d+)$")
-_LINK_RE = re.compile(r"^lcn(\d+)(?:gw|p\d+)$")
-_TABLE_RE = re.compile(r"^table inet localcluster_(\d+)$")
-
-
-class NetworkError(Exception):
-    """A pod network cannot be set up (bad settings, missing tools, a failed command)."""
-
-
-# --- settings ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Egress:
-    host: str  # an IPv4 address or GATEWAY
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def parse_egress(text: str) -> Egress:
-    """``HOST:PORT`` with HOST an IPv4 address of this host (not loopback) or ``gateway``."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise NetworkError(f"egress {text!r}: expected HOST:PORT")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise NetworkError(f"egress {text!r}: port {port_text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise NetworkError(f"egress {text!r}: port must be from 1 to 65535")
-    if host != GATEWAY:
-        try:
-            addr = ipaddress.IPv4Address(host)
-        except ValueError:
-            raise NetworkError(f"egress {text!r}: host must be an IPv4 address or "
-                               f"'{GATEWAY}'") from None
-        if addr.is_loopback or addr.is_unspecified:
-            raise NetworkError(f"egress {text!r}: pods cannot reach the host's loopback; listen "
-                               f"on the gateway address and allow '{GATEWAY}:{port}'")
-    return Egress(host, port)
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    mode: str = "host"
-    cidr: str = DEFAULT_CIDR
-    egress: tuple[Egress, ...] = ()
-    run_dir: Path = RUN_DIR
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise NetworkError(f"pod network {self.mode!r}: expected one of {', '.join(MODES)}")
-        try:
-            net = ipaddress.IPv4Network(self.cidr)
-        except ValueError as e:
-            raise NetworkError(f"pod CIDR {self.cidr!r}: {e}") from e
-        if net.prefixlen > SUBNET_PREFIX:
-            raise NetworkError(f"pod CIDR {self.cidr!r}: needs at least a /{SUBNET_PREFIX}")
 
 
 def isolation_unavailable() -> str | None:
@@ -118,125 +59,6 @@ def isolation_unavailable() -> str | None:
     if missing:
         return f"{' and '.join(missing)} not found (install iproute2 and nftables)"
     return None
-
-
-# --- pure helpers --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Layout:
-    """Names and addresses of cluster index ``index`` with subnet ``subnet``."""
-    index: int
-    subnet: ipaddress.IPv4Network
-
-    @property
-    def gateway(self) -> str:
-        return str(self.subnet.network_address + 1)
-
-    @property
-    def gateway_link(self) -> str:
-        return f"lcn{self.index}gw"
-
-    @property
-    def table(self) -> str:
-        return f"localcluster_{self.index}"
-
-    @property
-    def hosts(self) -> range:  # pod host numbers: .2 up to the last before broadcast
-        return range(2, self.subnet.num_addresses - 1)
-
-    def pod_ip(self, n: int) -> str:
-        return str(self.subnet.network_address + n)
-
-    def netns(self, n: int) -> str:
-        return f"lcn{self.index}-{n}"
-
-    def veth(self, n: int) -> str:
-        return f"lcn{self.index}p{n}"
-
-    def egress_hosts(self, egress: tuple[Egress, ...]) -> list[tuple[str, int]]:
-        return [(self.gateway if e.host == GATEWAY else e.host, e.port) for e in egress]
-
-
-def subnet_of(cidr: str, index: int) -> ipaddress.IPv4Network:
-    subnets = ipaddress.IPv4Network(cidr).subnets(new_prefix=SUBNET_PREFIX)
-    for i, net in enumerate(subnets):
-        if i == index:
-            return net
-    raise NetworkError(f"pod CIDR {cidr} has no subnet number {index}")
-
-
-def subnet_count(cidr: str) -> int:
-    return 2 ** (SUBNET_PREFIX - ipaddress.IPv4Network(cidr).prefixlen)
-
-
-def nft_script(lay: Layout, egress: tuple[Egress, ...]) -> str:
-    pods = f'iifname "lcn{lay.index}p*"'
-    elements = ", ".join(f"{h} . {p}" for h, p in lay.egress_hosts(egress))
-    return "\n".join([
-        f"table inet {lay.table} {{",
-        "  set egress { type ipv4_addr . inet_service; "
-        + (f"elements = {{ {elements} }}; " if elements else "") + "}",
-        "  chain input {",
-        "    type filter hook input priority filter; policy accept;",
-        f"    {pods} ct state established,related accept",
-        f"    {pods} ip daddr . tcp dport @egress ct state new accept",
-        f"    {pods} meta l4proto tcp reject with tcp reset",
-        f"    {pods} reject with icmpx type admin-prohibited",
-        "  }",
-        "  chain forward {",
-        "    type filter hook forward priority filter; policy accept;",
-        f"    {pods} reject with icmpx type admin-prohibited",
-        f'    oifname "lcn{lay.index}p*" drop',
-        "  }",
-        "}",
-        "",
-    ])
-
-
-def host_batch(lay: Layout, n: int) -> str:
-    """`ip -batch` lines making pod n's namespace, veth pair, host address and route."""
-    ns, veth, gw, ip = lay.netns(n), lay.veth(n), lay.gateway, lay.pod_ip(n)
-    return "\n".join([
-        f"netns add {ns}",
-        f"link add {veth} type veth peer name eth0 netns {ns}",
-        f"link set {veth} addrgenmode none",
-        f"addr add {gw}/32 dev {veth}",
-        f"link set {veth} up",
-        f"route add {ip}/32 dev {veth} src {gw}",
-        "",
-    ])
-
-
-def pod_batch(lay: Layout, n: int, egress: tuple[Egress, ...]) -> str:
-    """`ip -n <netns> -batch` lines: the pod's side (no default route: see the module doc)."""
-    gw, ip = lay.gateway, lay.pod_ip(n)
-    lines = ["link set lo up", "link set eth0 addrgenmode none", f"addr add {ip}/32 dev eth0",
-             "link set eth0 up", f"route add {gw}/32 dev eth0 scope link src {ip}"]
-    for host in sorted({h for h, _ in lay.egress_hosts(egress)} - {gw}):
-        lines.append(f"route add {host}/32 via {gw} dev eth0 src {ip}")
-    return "\n".join(lines + [""])
-
-
-def parse_indexes(netns_list: str, links: str, tables: str) -> dict[int, list[tuple[str, str]]]:
-    """Index -> [(kind, name)] of everything named like ours in the tools' listings."""
-    found: dict[int, list[tuple[str, str]]] = {}
-    for line in netns_list.splitlines():
-        name = line.split()[0] if line.split() else ""
-        m = _NETNS_RE.match(name)
-        if m:
-            found.setdefault(int(m[1]), []).append(("netns", name))
-    for line in links.splitlines():  # `ip -o link show`: "5: lcn3p2@if2: <...>"
-        parts = line.split(":")
-        if len(parts) > 2:
-            name = parts[1].strip().split("@")[0]
-            m = _LINK_RE.match(name)
-            if m:
-                found.setdefault(int(m[1]), []).append(("link", name))
-    for line in tables.splitlines():
-        m = _TABLE_RE.match(line.strip())
-        if m:
-            found.setdefault(int(m[1]), []).append(("table", f"localcluster_{m[1]}"))
-    return found
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -266,6 +88,10 @@ async def _arun(argv: list[str], stdin: str | None = None) -> None:
         raise
     if proc.returncode != 0:
         raise NetworkError(f"{' '.join(argv)} failed: {err.decode().strip() or proc.returncode}")
+
+
+def _teardown_batch(lay: Layout, n: int) -> str:
+    return f"link del {lay.veth(n)}\nnetns del {lay.netns(n)}\n"
 
 
 def _remove(kind: str, name: str) -> None:
@@ -311,7 +137,7 @@ def _cleanup_locked(run_dir: Path) -> list[str]:
         if index in live:
             continue
         # namespaces first: their veths go with them
-        for kind, name in sorted(items, key=lambda kn: ("netns", "link", "table").index(kn[0])):
+        for kind, name in sorted(items, key=lambda kn: KINDS.index(kn[0])):
             _remove(kind, name)
             removed.append(f"{kind} {name}")
     return removed
@@ -362,6 +188,10 @@ class HostNetwork:
     def release(self, uid: str) -> None:
         self._used.pop(uid, None)
 
+    def finished(self, uid: str) -> None:
+        """The pod's containers are done for good: its IP may go to another pod."""
+        self.release(uid)
+
     async def drain(self) -> None:
         self._used.clear()
 
@@ -382,6 +212,8 @@ class IsolatedNetwork:
     mode: str = "isolated"
     pods: dict[str, int] = field(default_factory=dict)  # uid -> host number
     pending: set = field(default_factory=set)  # teardown tasks
+    tearing: set = field(default_factory=set)  # host numbers being torn down
+    last: int = 0  # the host number handed out last
 
     @classmethod
     def open(cls, settings: NetworkSettings) -> "IsolatedNetwork":
@@ -427,32 +259,44 @@ class IsolatedNetwork:
             return PodNet(HOST_IP)
         lay = self.layout
         n = self.pods.get(uid)
+        if n is not None:  # set up before (a pod's network is made once)
+            return PodNet(lay.pod_ip(n), f"/run/netns/{lay.netns(n)}")
+        taken = set(self.pods.values()) | self.tearing
+        hosts = list(lay.hosts)
+        start = hosts.index(self.last) + 1 if self.last in hosts else 0
+        # round robin: a number just given up may still be in the kernel's hands
+        n = next((h for h in hosts[start:] + hosts[:start] if h not in taken), None)
         if n is None:
-            taken = set(self.pods.values())
-            n = next((h for h in lay.hosts if h not in taken), None)
-            if n is None:
-                raise NetworkError(f"no free pod IP left in {lay.subnet}")
-            self.pods[uid] = n
-        ns = lay.netns(n)
-        if not Path("/run/netns", ns).exists():
-            try:
-                await _arun(["ip", "-batch", "-"], host_batch(lay, n))
-                await _arun(["ip", "-n", ns, "-batch", "-"], pod_batch(lay, n, self.egress))
-            except BaseException:
-                await asyncio.shield(self._teardown(ns))
-                self.pods.pop(uid, None)
-                raise
-        return PodNet(lay.pod_ip(n), f"/run/netns/{ns}")
+            raise NetworkError(f"no free pod IP left in {lay.subnet}")
+        self.pods[uid], self.last = n, n
+        try:
+            await _arun(["ip", "-batch", "-"], host_batch(lay, n))
+            await _arun(["ip", "-n", lay.netns(n), "-batch", "-"],
+                        pod_batch(lay, n, self.egress))
+        except BaseException:
+            self.pods.pop(uid, None)
+            await asyncio.shield(self._teardown(n))
+            raise
+        return PodNet(lay.pod_ip(n), f"/run/netns/{lay.netns(n)}")
 
-    async def _teardown(self, ns: str) -> None:
-        # the veth goes with the namespace (its other end was inside), the route with the veth
-        with contextlib.suppress(NetworkError):
-            await _arun(["ip", "netns", "del", ns])
+    async def _teardown(self, n: int) -> None:
+        # deleting the host's veth takes its peer and the route at once; then the namespace
+        self.tearing.add(n)
+        try:
+            with contextlib.suppress(NetworkError):
+                await _arun(["ip", "-force", "-batch", "-"], _teardown_batch(self.layout, n))
+        finally:
+            self.tearing.discard(n)
+
+    def finished(self, uid: str) -> None:
+        """Kept until the pod is deleted (`release`): tearing the veth down right after the
+        containers end can cut off the last bytes they sent (e.g. a sidecar's final events)."""
 
     def release(self, uid: str) -> None:
         n = self.pods.pop(uid, None)
         if n is not None:
-            task = asyncio.ensure_future(self._teardown(self.layout.netns(n)))
+            self.tearing.add(n)  # not handed out again before its teardown ends
+            task = asyncio.ensure_future(self._teardown(n))
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
 
@@ -465,15 +309,15 @@ class IsolatedNetwork:
     def close(self) -> None:
         """Remove everything this cluster made (idempotent)."""
         lay = self.layout
-        for n in self.pods.values():
-            _remove("netns", lay.netns(n))
+        for n in [*self.pods.values(), *self.tearing]:
+            _run(["ip", "-force", "-batch", "-"], _teardown_batch(lay, n), check=False)
         self.pods.clear()
         with _locked(self.run_dir):
             found = parse_indexes(_run(["ip", "netns", "list"], check=False),
                                   _run(["ip", "-o", "link", "show"], check=False),
                                   _run(["nft", "list", "tables"], check=False))
             for kind, name in sorted(found.get(lay.index, []),
-                                     key=lambda kn: ("netns", "link", "table").index(kn[0])):
+                                     key=lambda kn: KINDS.index(kn[0])):
                 _remove(kind, name)
             (self.run_dir / f"{lay.index}.json").unlink(missing_ok=True)
 

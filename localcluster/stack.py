@@ -94,8 +94,8 @@ class NodeSpec:
 class Stack:
     """Start parts one by one (tests pick what they need) or all with `start_all()`."""
 
-    def __init__(self, workdir: Path, *, researcher_key: str | None = None, python: str | None = None,
-                 pod_network: str = "auto"):
+    def __init__(self, workdir: Path, *, researcher_key: str | None = None,
+                 python: str | None = None, pod_network: str = "auto"):
         self.workdir = Path(workdir)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.python = python or sys.executable

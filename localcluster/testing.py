@@ -170,6 +170,20 @@ class LocalCluster:
         return self._request("GET", "/localcluster/faults")
 
 
+def require_isolation() -> None:
+    """For tests of isolated pod networks: skip without root, `ip` or `nft` — except in CI as
+    root (env CI set), which must test isolation and fails instead."""
+    import pytest
+
+    from localcluster.netns import isolation_unavailable
+    why = isolation_unavailable()
+    if why and os.environ.get("CI") and os.geteuid() == 0:
+        pytest.fail(f"CI cannot make isolated pod networks: {why} (.ci/run must install "
+                    f"iproute2 and nftables)")
+    if why:
+        pytest.skip(f"isolated pod networks are not possible here: {why}")
+
+
 def wait_until(pred, timeout: float = 5.0, what: str = "condition", interval: float = 0.02):
     """Poll pred until it returns something truthy (returned); TimeoutError after the deadline."""
     deadline = time.monotonic() + timeout

@@ -18,7 +18,7 @@ from typing import Any
 from node import retry
 from node.cluster import Cluster, WatchEvent
 from node.config import NodeConfig
-from node.errors import (ClusterError, ConflictError, NodeError, NotFoundError,
+from node.errors import (ClusterError, ConflictError, NodeError, NotFoundError, OutboxError,
                          PayloadError, RecoveryError, TransientClusterError)
 from node.ledger import ACCEPTED, CREATED, FINISHED, Ledger
 from node.manifests import build_job, job_name, recovery_info, selector_for_node
@@ -77,6 +77,11 @@ class Agent:
         self.queue: queue.Queue = queue.Queue()
         self.heartbeat = time.monotonic()
         self._synced: set[str] = set()
+        # What a full disk (or any ledger write failure) held back, retried every check
+        # interval instead of being dropped: a run must never be lost to ENOSPC.
+        self._unstored: dict[int, Result] = {}    # results not yet in the outbox
+        self._uncleaned: dict[int, Run] = {}      # their Jobs/files, removed once stored
+        self._unaccepted: list[Any] = []          # commands the ledger could not record
         self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
 
     # -- inputs (any thread) -------------------------------------------------------------------
@@ -123,6 +128,7 @@ class Agent:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + EVENT_CHECK_INTERVAL
                     self._check_stuck_pods()
+                    self._retry_held_back()
             except retry.Cancelled:
                 return
             except Exception:  # one bad item must never take the node down
@@ -148,7 +154,13 @@ class Agent:
         except PayloadError as e:
             self._reject(raw, e)
             return
-        if not self.ledger.accept(cmd.run_id, cmd.task_id, raw):
+        try:
+            accepted = self.ledger.accept(cmd.run_id, cmd.task_id, raw)
+        except OutboxError as e:
+            log.error("run %s: cannot record the command (%s); will retry", cmd.run_id, e)
+            self._unaccepted.append(raw)
+            return
+        if not accepted:
             log.info("run %s was seen before; ignoring the repeated command", cmd.run_id)
             return
         log.info("run %s (task %s): accepted, image %s", cmd.run_id, cmd.task_id, cmd.image)
@@ -434,19 +446,45 @@ class Agent:
         if detail:
             logs = f"{logs}\n[node] {status.value}: {detail}".lstrip("\n")
         self._set_status(run, status, detail)
-        self._queue_result(Result(run_id=run.run_id, task_id=run.task_id,
-                                  parent_id=run.parent_id, status=status.value,
-                                  data=data, logs=logs))
+        stored = self._queue_result(Result(run_id=run.run_id, task_id=run.task_id,
+                                           parent_id=run.parent_id, status=status.value,
+                                           data=data, logs=logs))
         self.live.run_finished(run.run_id)
+        if not stored:  # keep the Job and files until the result is safe
+            self._uncleaned[run.run_id] = run
+            return
+        self._clean_up(run)
+
+    def _clean_up(self, run: Run) -> None:
         if not run.job_deleted and run.owns_job:
             self._delete_job(run.job_name)
         self.workspace.remove(run.run_id)
 
-    def _queue_result(self, result: Result) -> None:
-        if self.ledger.finish(result):
+    def _queue_result(self, result: Result) -> bool:
+        """True once the result is in the outbox (now or before); False: held back, retried."""
+        try:
+            stored = self.ledger.finish(result)
+        except OutboxError as e:
+            log.error("run %s: cannot store its result (%s); will retry", result.run_id, e)
+            self._unstored[result.run_id] = result
+            return False
+        self._unstored.pop(result.run_id, None)
+        if stored:
             self.reporter.kick()
         else:
             log.info("run %s already has a result; not reporting again", result.run_id)
+        return True
+
+    def _retry_held_back(self) -> None:
+        for run_id, result in list(self._unstored.items()):
+            if not self._queue_result(result):
+                return  # still failing: try again at the next check
+            run = self._uncleaned.pop(run_id, None)
+            if run is not None:
+                self._clean_up(run)
+        commands, self._unaccepted = self._unaccepted, []
+        for raw in commands:
+            self._on_command(raw)
 
     def _collect_logs(self, run: Run) -> str:
         parts = []

@@ -12,7 +12,8 @@ from node.config import NodeConfig
 from node.errors import ClusterError
 from node.health import HealthServer, agent_alive
 from node.ledger import Ledger
-from node.live import LiveManager, check_cluster_version
+from node.live import LiveManager
+from node.live_version import check_cluster_version
 from node.manifests import build_network_policy, selector_for_node
 from node.reporting import Reporter
 from node.server_link import ServerLink

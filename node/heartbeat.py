@@ -15,7 +15,6 @@ from dataclasses import dataclass
 ALIVE = "alive"
 SUSPECTED = "suspected"
 FAILED = "failed"
-# Before the first beat a sidecar is still starting; it counts as missing from `started`.
 STATES = (ALIVE, SUSPECTED, FAILED)
 
 
@@ -44,7 +43,7 @@ class Liveness:
 
     @classmethod
     def start(cls, policy: HeartbeatPolicy, now: float) -> "Liveness":
-        # Until the first beat the clock runs from when the node began to follow the pod.
+        # a sidecar that never beats counts as silent from when the node began to follow it
         return cls(policy=policy, last_beat=now)
 
     def missed(self, now: float) -> int:

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import zmq
 
@@ -28,44 +28,10 @@ from node.heartbeat import FAILED, HeartbeatPolicy, Liveness
 
 log = logging.getLogger(__name__)
 
-MIN_VERSION = (1, 29)   # native sidecars: beta and on by default from 1.29, stable from 1.33
 LOOP_INTERVAL = 0.05
-
-
-def check_cluster_version(api_client: Any) -> str:
-    """The cluster's version, or ClusterError when it is too old for native sidecars."""
-    import json
-
-    from kubernetes import client as k8s
-    try:
-        # raw JSON: the client's model insists on fields (buildDate...) some clusters omit
-        resp = k8s.VersionApi(api_client).get_code(_request_timeout=30, _preload_content=False)
-        try:
-            info = json.loads(resp.data)
-        finally:
-            resp.release_conn()
-    except Exception as e:  # any failure of the client: translated at this boundary
-        raise ClusterError(f"cannot read the cluster's version (/version): {e}") from e
-    if not isinstance(info, dict):
-        raise ClusterError("cannot read the cluster's version: /version is not a JSON object")
-    return version_problem(info.get("major"), info.get("minor"), info.get("gitVersion"))
-
-
-def version_problem(major: str | None, minor: str | None, git_version: str | None) -> str:
-    """Pure part of the check: returns the version text, raises ClusterError when too old."""
-    def number(text: str | None) -> int | None:
-        digits = "".join(ch for ch in (text or "") if ch.isdigit())  # GKE says "29+"
-        return int(digits) if digits else None
-    found = (number(major), number(minor))
-    text = git_version or f"{major}.{minor}"
-    if None in found:
-        raise ClusterError(f"cannot tell the cluster's version from /version ({text!r})")
-    if found < MIN_VERSION:
-        raise ClusterError(
-            f"the cluster runs Kubernetes {text}; the live channel (live.enabled) needs native "
-            f"sidecar containers, Kubernetes {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer. "
-            f"Upgrade the cluster or set live.enabled: false")
-    return text
+# Progress sent to the server per run: a burst of this many, then this many per second. An
+# algorithm writing its progress file in a tight loop must not flood the server.
+FORWARD_RATE = 20.0
 
 
 def pod_address(pod: dict) -> str | None:
@@ -81,7 +47,7 @@ class LiveRun:
     run_id: int
     task_id: int | None = None
     status: str = ""
-    since: float = field(default_factory=time.time)      # wall clock, for the age column
+    since: float = field(default_factory=time.time)      # first seen (wall clock): the age
     progress: float | None = None
     message: str = ""
     seq: int = 0                       # last progress event forwarded
@@ -96,6 +62,9 @@ class LiveRun:
     # sockets stay open until then (or until the sidecar says it stopped)
     drain_until: float | None = None
     finished: bool = False             # forget the run once drained
+    budget: float = FORWARD_RATE       # progress events the server may get right now
+    budget_at: float = 0.0
+    throttled: int = 0
 
     def view(self, now_wall: float) -> dict:
         return {"run_id": self.run_id, "task_id": self.task_id, "status": self.status,
@@ -123,14 +92,20 @@ class LiveManager:
 
     # -- inputs (any thread) ---------------------------------------------------------------
     def run_status(self, run_id: int, task_id: int, status: str) -> None:
+        if self.stop_event.is_set():
+            return  # stopped (or failed): nothing reads the inbox any more
         self.inbox.put(("status", run_id, task_id, status))
 
     def pod_event(self, run_id: int, etype: str, pod: dict) -> None:
         name = pod.get("metadata", {}).get("name")
         ip = None if etype == "DELETED" else pod_address(pod)
+        if self.stop_event.is_set():
+            return
         self.inbox.put(("pod", run_id, name, ip))
 
     def run_finished(self, run_id: int) -> None:
+        if self.stop_event.is_set():
+            return
         self.inbox.put(("finished", run_id))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -179,6 +154,7 @@ class LiveManager:
                                  sorted(self.runs.values(), key=lambda r: r.run_id)]})
         except Exception:
             log.exception("live channel thread failed; live updates stop (runs are unaffected)")
+            self.stop_event.set()
         finally:
             for run in list(self.runs.values()):
                 self._disconnect(run, poller)
@@ -196,13 +172,16 @@ class LiveManager:
                 run = self.runs.setdefault(run_id, LiveRun(run_id))
                 run.task_id = item[2]
                 if run.status != item[3]:
-                    run.status, run.since = item[3], time.time()
+                    run.status = item[3]
                     self._publish(str(run_id), F.STATE, run.view(time.time()))
             elif kind == "pod":
+                name, ip = item[2], item[3]
+                if run_id not in self.runs and ip is not None:
+                    # a run adopted after a node restart may show its pod before its status
+                    self.runs[run_id] = LiveRun(run_id)
                 run = self.runs.get(run_id)
                 if run is None or run.finished:
                     continue
-                name, ip = item[2], item[3]
                 if ip is None:
                     if name == run.pod and run.drain_until is None:
                         self._drain(run)
@@ -363,6 +342,16 @@ class LiveManager:
         run.seq = event["seq"]
         run.progress, run.message = event["progress"], event["message"]
         self._publish(str(run.run_id), F.PROGRESS, event)
+        now = self.clock()
+        run.budget = min(FORWARD_RATE, run.budget + (now - run.budget_at) * FORWARD_RATE)
+        run.budget_at = now
+        if run.budget < 1:
+            run.throttled += 1
+            if run.throttled == 1:
+                log.warning("run %s reports progress faster than %g/s; the server gets only "
+                            "that many", run.run_id, FORWARD_RATE)
+            return
+        run.budget -= 1
         sent = self.emit("algorithm_progress", {
             "node_id": self.node_id, "run_id": run.run_id, "task_id": run.task_id, **event})
         if not sent:

@@ -97,6 +97,8 @@ class ProgressTail:
     def read_lines(self) -> list[bytes]:
         try:
             with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self.offset:  # truncated: start over
+                    self.offset, self.partial, self.skipping = 0, b"", False
                 f.seek(self.offset)
                 data = f.read(MAX_READ)
         except FileNotFoundError:

@@ -298,8 +298,11 @@ def test_kill_stops_a_running_task_and_reports_killed(shared_stack):
 
     def started():
         pods = core.list_namespaced_pod("v6-jobs", label_selector=f"v6.run-id={run_id}").items
-        return pods and "sleeper started" in core.read_namespaced_pod_log(
-            pods[0].metadata.name, "v6-jobs")
+        try:
+            return pods and "sleeper started" in core.read_namespaced_pod_log(
+                pods[0].metadata.name, "v6-jobs")
+        except client.ApiException:  # 400 while the container is still being created
+            return False
     try:
         wait_for(started, 30, "the algorithm to start")
         answer = shared_stack.api("POST", f"/api/task/{task['id']}/kill").json()

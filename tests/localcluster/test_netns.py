@@ -20,11 +20,13 @@ import pytest
 from localcluster import netns
 from localcluster.netns import (Egress, IsolatedNetwork, Layout, NetworkError, NetworkSettings,
                                 parse_egress)
-from localcluster.testing import LocalCluster, wait_until
+from localcluster.testing import LocalCluster, require_isolation, wait_until
 
-needs_isolation = pytest.mark.skipif(
-    netns.isolation_unavailable() is not None,
-    reason=f"isolated pod networks: {netns.isolation_unavailable()}")
+
+
+@pytest.fixture
+def isolation() -> None:
+    require_isolation()
 
 PROBE = """
 import errno, socket, sys
@@ -86,7 +88,7 @@ def test_bad_egress_is_refused_clearly(text, says):
 
 
 @pytest.mark.parametrize("kwargs, says", [
-    ({"mode": "bridge"}, "expected one of"), ({"cidr": "10.244.0.0/25"}, "at least a /24"),
+    ({"mode": "bridge"}, "expected one of"), ({"cidr": "10.244.0.0/23"}, "at least a /22"),
     ({"cidr": "10.244.0.1/16"}, "host bits")])
 def test_bad_settings_are_refused_clearly(kwargs, says):
     with pytest.raises(NetworkError, match=says):
@@ -95,15 +97,16 @@ def test_bad_settings_are_refused_clearly(kwargs, says):
 
 def test_layout_names_and_addresses():
     lay = Layout(3, netns.subnet_of("10.244.0.0/16", 3))
-    assert (lay.gateway, lay.pod_ip(2), lay.pod_ip(254)) == ("10.244.3.1", "10.244.3.2",
-                                                             "10.244.3.254")
-    assert list(lay.hosts)[0] == 2 and list(lay.hosts)[-1] == 254
+    assert str(lay.subnet) == "10.244.12.0/22"
+    assert (lay.gateway, lay.pod_ip(2), lay.pod_ip(1022)) == ("10.244.12.1", "10.244.12.2",
+                                                              "10.244.15.254")
+    assert list(lay.hosts)[0] == 2 and list(lay.hosts)[-1] == 1022
     assert (lay.netns(7), lay.veth(7), lay.gateway_link, lay.table) == (
         "lcn3-7", "lcn3p7", "lcn3gw", "localcluster_3")
-    assert all(len(n) <= 15 for n in (Layout(255, lay.subnet).veth(254), lay.gateway_link))
-    assert netns.subnet_count("10.244.0.0/16") == 256
+    assert all(len(n) <= 15 for n in (Layout(63, lay.subnet).veth(1022), lay.gateway_link))
+    assert netns.subnet_count("10.244.0.0/16") == 64
     with pytest.raises(NetworkError):
-        netns.subnet_of("10.244.0.0/24", 1)
+        netns.subnet_of("10.244.0.0/22", 1)
 
 
 def test_pods_route_only_to_the_gateway_and_the_egress_hosts():
@@ -160,8 +163,7 @@ def test_auto_falls_back_to_the_host_network_when_isolation_is_impossible(monkey
 
 # -- real namespaces ---------------------------------------------------------------------------------
 
-@needs_isolation
-def test_a_pod_reaches_only_the_egress_and_the_host_reaches_the_pod():
+def test_a_pod_reaches_only_the_egress_and_the_host_reaches_the_pod(isolation):
     with listener("127.0.0.1") as port:  # a port number nobody else holds: allowed for pods
         pass
 
@@ -200,8 +202,11 @@ def test_a_pod_reaches_only_the_egress_and_the_host_reaches_the_pod():
                 server.wait()
                 server.stdout.close()
             net.release("uid-a")
+            c = await net.setup("uid-c")  # while a's teardown may still run: another number
+            assert c.ip not in (a.ip, b.ip)
+            assert probe_from(c.netns, f"{b.ip}:{port}") == ["ENETUNREACH"]
             await net.drain()
-            assert not os.path.exists(a.netns) and not os.path.exists(b.netns)
+            assert not any(os.path.exists(x.netns) for x in (a, b, c))
         finally:
             net.close()
         assert ours(index) == []
@@ -223,8 +228,7 @@ def _pod(name: str, script: str, restart: str = "Never") -> dict:
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}}
 
 
-@needs_isolation
-def test_cluster_pods_live_in_their_namespace_and_a_stop_leaves_nothing(tmp_path):
+def test_cluster_pods_live_in_their_namespace_and_a_stop_leaves_nothing(isolation, tmp_path):
     import kubernetes
     from tests.localcluster.kubelet_fixtures import TEST_IMAGES
     lc = LocalCluster(images=[TEST_IMAGES], state_dir=tmp_path / "c", pod_network="isolated",
@@ -248,8 +252,7 @@ def test_cluster_pods_live_in_their_namespace_and_a_stop_leaves_nothing(tmp_path
     assert not (netns.RUN_DIR / f"{info['index']}.json").exists()
 
 
-@needs_isolation
-def test_leftovers_of_a_killed_cluster_are_removed_and_a_live_clusters_kept(tmp_path):
+def test_leftovers_of_a_killed_cluster_are_removed_and_a_live_clusters_kept(isolation, tmp_path):
     import kubernetes
     from tests.localcluster.kubelet_fixtures import TEST_IMAGES
     live = IsolatedNetwork.open(NetworkSettings(mode="isolated"))
@@ -279,3 +282,49 @@ def test_leftovers_of_a_killed_cluster_are_removed_and_a_live_clusters_kept(tmp_
         lc.stop()
         live.close()
     assert ours(live.layout.index) == []
+
+
+def test_a_failed_sandbox_is_reported_and_retried(tmp_path):
+    """As a kubelet does: a FailedCreatePodSandBox event, then a retry that succeeds."""
+    from localcluster.controllers import run_controllers
+    from localcluster.kubelet import KubeletConfig
+    from localcluster.resources import EVENTS, PODS
+    from localcluster.store import Store
+    from tests.localcluster.kubelet_fixtures import TEST_IMAGES, simple_pod
+
+    class FailsOnce(netns.HostNetwork):
+        failed = False
+
+        async def setup(self, uid, host_network=False):
+            if not self.failed:
+                self.failed = True
+                raise NetworkError("no veth today")
+            return await super().setup(uid, host_network)
+
+    async def go(tmp_path):
+        store = Store()
+        config = KubeletConfig(network=FailsOnce(), backoff_initial=0.05)
+        task = asyncio.ensure_future(run_controllers(store, tmp_path, [TEST_IMAGES], config))
+        try:
+            store.create(PODS, "default", simple_pod("p"))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while (store.get(PODS, "default", "p").get("status") or {}).get("phase") \
+                    != "Succeeded":
+                assert loop.time() < deadline, store.get(PODS, "default", "p")
+                await asyncio.sleep(0.02)
+            reasons = [(e["reason"], e["message"]) for e in store.list(EVENTS, "default")[0]]
+            assert ("FailedCreatePodSandBox",
+                    "Failed to create pod sandbox: no veth today") in reasons
+            assert store.get(PODS, "default", "p")["status"]["podIP"] == "127.0.1.2"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            store.close()
+    asyncio.run(go(tmp_path))
+
+
+def test_host_network_pods_of_an_isolated_cluster_get_the_host_ip(tmp_path):
+    net = IsolatedNetwork(Layout(0, ipaddress.IPv4Network("10.244.0.0/24")), (), tmp_path)
+    got = asyncio.run(net.setup("uid", host_network=True))
+    assert got == netns.PodNet("127.0.0.1", None) and net.pods == {}

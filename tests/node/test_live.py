@@ -15,7 +15,8 @@ import zmq
 from node import live_frames as F
 from node.config import LiveConfig
 from node.errors import ClusterError
-from node.live import LiveManager, check_cluster_version, pod_address, version_problem
+from node.live import LiveManager, pod_address
+from node.live_version import check_cluster_version, version_problem
 from node.monitor import main as monitor_main
 from node.monitor import render
 from node.sidecar import Sidecar, SidecarError, SidecarSettings
@@ -373,3 +374,17 @@ def test_the_live_section_of_the_configuration():
     assert keys == ["live.enabled", "live.node_pod_labels.app", "live.hartbeat",
                     "live.rep_port", "live.fail_after"]
     assert "did you mean 'heartbeat_seconds'" in str(e.value)
+
+
+def test_a_run_whose_pod_shows_up_before_its_status_is_followed_too(progress_file, sidecars,
+                                                                    nodes):
+    """After a node restart an adopted run's pod may be seen before the run's first status."""
+    side = sidecars(progress_file)
+    report(progress_file, (0.3, "x"))
+    node = nodes(side.sidecar.pub_port, side.sidecar.rep_port)
+    node.live.pod_event(RUN, "MODIFIED", running_pod())
+    until(lambda: node.progress() == [1], what="the event of the adopted run")
+    node.live.run_status(RUN, 70, "active")
+    node.live.run_finished(RUN)
+    until(lambda: any(k == F.STATE and b.get("gone") and b["run_id"] == RUN and b["task_id"] == 70
+                      for r, k, b in node.read()), what="the run drained and gone")

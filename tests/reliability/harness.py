@@ -47,6 +47,11 @@ class FakeCluster:
         if self.jobs.pop(name, None) is None:
             raise NotFoundError(f"delete job {name}: 404")
 
+    def list_objects(self, kind: str, selector: str) -> tuple[list[dict], str]:
+        if kind == "jobs":
+            return [copy.deepcopy(j) for j in self.jobs.values()], str(self.rv)
+        return [], str(self.rv)  # no pods: nothing runs in the fake
+
     def pod_log(self, pod: str, container: str, limit_bytes: int) -> str:
         return ""
 

@@ -41,7 +41,7 @@ raw_text = st.one_of(
 def test_the_recipe_loader_never_crashes_and_errors_say_where():
     n = {"recipes": 0, "loaded": 0, "refused": 0}
 
-    @fuzz_settings(examples(1500, 10000), 10000)
+    @fuzz_settings(examples(800, 10000), 10000)
     @given(documents.map(lambda d: yaml.safe_dump(d, allow_unicode=True)) | raw_text)
     def load(text):
         n["recipes"] += 1
@@ -73,7 +73,7 @@ def test_the_proxy_forwards_nothing_that_could_leave_api():
     might apply (percent-decoding once or twice, dot-segment removal, backslashes as slashes)."""
     n = {"targets": 0, "forwarded": 0}
 
-    @fuzz_settings(examples(3000, 20000), 20000)
+    @fuzz_settings(examples(2000, 20000), 20000)
     @given(st.sampled_from(["GET", "POST", "CONNECT", "TRACE", "get", "DELETE"]),
            st.one_of(st.lists(segment, max_size=6).map(lambda s: "/" + "/".join(s)),
                      st.text(max_size=40),

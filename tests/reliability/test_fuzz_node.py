@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import time
 from pathlib import Path
 
@@ -205,3 +204,22 @@ def test_storm_through_the_agents_own_thread(tmp_path):
         h.close()
     check_logs_clean(h)
     record("fuzz_node_agent_thread", {"payloads": len(sent) + 1})
+
+
+def test_the_ledger_survives_a_value_sqlite_cannot_store(tmp_path):
+    """Found by the storm above: an int beyond 64 bits left a transaction open, and every later
+    write failed with 'cannot start a transaction within a transaction'."""
+    from node.errors import OutboxError
+    from node.ledger import Ledger
+    from node.models import Result
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        with pytest.raises(OutboxError):
+            ledger.finish(Result(run_id=1, task_id=2**64, parent_id=None, status="failed",
+                                 data="", logs=""))
+        assert ledger.finish(Result(run_id=2, task_id=2, parent_id=None, status="completed",
+                                    data="ok", logs=""))
+        assert [r["run_id"] for r in ledger.pending_results()] == [2]
+    finally:
+        ledger.close()

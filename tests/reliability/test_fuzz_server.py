@@ -77,7 +77,7 @@ def task_bodies(draw):
 def test_task_bodies_never_give_a_5xx(server, session):
     counts = {"requests": 0, "created": 0, "refused": 0}
 
-    @fuzz_settings(examples(800, 5000), 5000)
+    @fuzz_settings(examples(300, 5000), 5000)
     @given(task_bodies(), st.sampled_from([ALICE, ALICE, "", "Bearer ", "Bearer x.y",
                                            f"Bearer {NODE_KEYS['node-a']}", "Basic abc"]))
     def post(body, auth):
@@ -123,7 +123,7 @@ def test_random_paths_and_methods_never_give_a_5xx(server, session):
     n = {"requests": 0}
     token = tokens.sign(TOKEN_SECRET.encode(), tokens.Claims(1, 1, "node-a", int(time.time()) + 600))
 
-    @fuzz_settings(examples(700, 5000), 5000)
+    @fuzz_settings(examples(300, 5000), 5000)
     @given(st.sampled_from(METHODS), paths(),
            st.sampled_from([ALICE, "", f"Bearer {token}", "Bearer " + "A" * 5000, "Bearer a.b.c"]),
            st.none() | st.binary(max_size=50))
@@ -154,7 +154,7 @@ def test_socket_events_from_a_node_never_break_the_server(server):
                 wait_timeout=10)
     n = {"events": 0}
     try:
-        @fuzz_settings(examples(300, 2000), 2000)
+        @fuzz_settings(examples(150, 2000), 2000)
         @given(events, json_values | st.fixed_dictionaries(
             {"run_id": st.sampled_from(BAD_IDS) | st.integers(1, 10)},
             optional={"status": st.sampled_from(["completed", "failed", "nope", None, 3]),

@@ -173,3 +173,59 @@ def test_no_token_or_key_in_any_log(stack):
     found = [(what, str(p)) for p in files for what, value in secrets_to_find.items()
              if value in p.read_text(errors="replace")]
     assert not found, f"secrets in logs: {found}"
+
+
+def test_a_storm_of_bad_payloads_through_the_server_then_a_valid_task(stack):
+    """Generated bad payloads relayed by the server's legacy `command_request` (which passes
+    them on unchanged) reach the real node: each one with a run id gets a refusal as its
+    result, the node stays up, and a valid task afterwards completes."""
+    import json
+
+    from hypothesis import given
+
+    from node.config import parse_config
+    from node.errors import PayloadError
+    from node.models import parse_command
+    from tests.reliability.payloads import payloads
+    from tests.reliability.settings import examples, fuzz_settings, record
+
+    node_config = parse_config(stack.node_config(stack.nodes["node-a"]), {"NODE_API_KEY": "k"})
+    client = socketio.SimpleClient()
+    client.connect(stack.server_url, auth={"api_key": stack.researcher_key},
+                   transports=["websocket"])
+    relayed: dict[int, str] = {}
+    n = {"sent": 0, "refused_by_server": 0}
+    try:
+        @fuzz_settings(examples(80, 2000), 2000)
+        @given(payloads())
+        def storm(raw):
+            try:
+                parse_command(raw, node_config)
+                return  # valid ones would run algorithms: the in-process fuzz covers them
+            except PayloadError as e:
+                expected = e.status
+            if not isinstance(raw, dict) or len(json.dumps(raw, default=str)) > 500_000:
+                return  # not a command_request at all / over the socket's message limit
+            payload = {**raw, "target_nodes": ["node-a"]}
+            n["sent"] += 1
+            ack = client.call("command_request", payload, timeout=30)
+            if ack.get("ok"):
+                relayed[raw["run_id"]] = expected
+            else:
+                n["refused_by_server"] += 1
+                assert ack.get("error")
+
+        storm()
+    finally:
+        client.disconnect()
+    task = stack.create_task(image="v6-demo/avg", input={"method": "avg", "column": "Age"},
+                             databases=["default"], nodes=["node-a"])
+    assert stack.wait_task(task["id"], timeout=120)["runs"][0]["status"] == "completed"
+    for run_id, status in relayed.items():
+        run = wait_for(lambda: (r := stack.api("GET", f"/api/run/{run_id}").json()).get("result")
+                       and r, 60, f"the refusal of run {run_id}")
+        assert run["status"] == status and "command refused" in run["result"]["logs"], run
+    log = stack.procs["node-node-a"].log_text()
+    assert stack.procs["node-node-a"].alive() and "error while handling" not in log
+    assert relayed, n
+    record("storm_through_server", {**n, "relayed_to_node": len(relayed)})
