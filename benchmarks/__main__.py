@@ -138,7 +138,7 @@ def run(s: Settings) -> dict:
                                    "node_cpu_seconds_per_minute")}
                            for mode in benches}
         results["idle"]["window_seconds"] = sum(r["watch"]["seconds"] for r in idle_runs) / len(idle_runs)
-        results["idle"]["watch_timeout_seconds"] = 300
+        results["idle"]["watch_timeout_seconds"] = 300  # the node default, which the stacks keep
         results["idle"]["raw"] = idle_runs
         results["proxy"] = {
             "latency": {k: across([r["latency"][k] for r in proxy_runs], ("p50", "p99", "mean"))

@@ -1,5 +1,5 @@
 """The system under test, started for the benchmarks: local cluster, server and one node as real
-processes (`localcluster.stack.Stack`), plus what the benchmarks observe it with: the node's log
+processes (`localcluster.stack.Stack`), and what the benchmarks observe it with: the node's log
 (millisecond timestamps), a researcher socket (arrival of `task_result`) and /proc."""
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -16,9 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import requests
 import socketio
 
-from localcluster.stack import JOBS_NAMESPACE, NodeSpec, Stack, wait_for
+from localcluster import kubeconfig as kc
+from localcluster.stack import JOBS_NAMESPACE, NodeSpec, Stack
 from localcluster.testing import LocalCluster, LocalClusterError
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,6 @@ class BenchCluster(LocalCluster):
                 self.stop()
                 raise LocalClusterError(f"benchmark cluster did not start:\n{text}")
             time.sleep(0.02)
-        from localcluster import kubeconfig as kc
-        import requests
         self.server, self.token = kc.read_token(self.kubeconfig)
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {self.token}"

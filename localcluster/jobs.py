@@ -177,7 +177,10 @@ class JobController:
         if start is None and not spec.get("suspend"):
             status["startTime"] = rfc3339(now)
             start = _parse_time(status["startTime"])
-        pods = [p for p in self.store.list(PODS, ns)[0] if (_controller_uid(p) or ("",))[0] == uid]
+        # select by the controller-uid label first (as the Job's own selector does), so only this
+        # Job's pods are copied: copying every pod of the namespace made each sync O(pods)
+        candidates, _ = self.store.list(PODS, ns, label_selector=f"controller-uid={uid}")
+        pods = [p for p in candidates if (_controller_uid(p) or ("",))[0] == uid]
         counted = self._counted.setdefault(uid, {})
         for p in pods:
             phase = (p.get("status") or {}).get("phase")

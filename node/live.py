@@ -32,6 +32,9 @@ LOOP_INTERVAL = 0.05
 # Progress sent to the server per run: a burst of this many, then this many per second. An
 # algorithm writing its progress file in a tight loop must not flood the server.
 FORWARD_RATE = 20.0
+# After its pod stops running, a sidecar is followed at most this long (or 2 intervals if more)
+# for the algorithm's last lines; its "stopped" heartbeat, sent after them, ends this early.
+DRAIN_SECONDS = 3.0
 
 
 def pod_address(pod: dict) -> str | None:
@@ -135,7 +138,11 @@ class LiveManager:
         try:
             while not self.stop_event.is_set():
                 self._drain_inbox(poller)
-                ready = dict(poller.poll(LOOP_INTERVAL * 1000))
+                if poller.sockets:
+                    ready = dict(poller.poll(LOOP_INTERVAL * 1000))
+                else:  # zmq_poll returns at once with nothing to poll: do not spin
+                    self.stop_event.wait(LOOP_INTERVAL)
+                    ready = {}
                 now = self.clock()
                 for run in list(self.runs.values()):
                     try:
@@ -199,7 +206,7 @@ class LiveManager:
                     self._drain(run)
 
     def _drain(self, run: LiveRun) -> None:
-        run.drain_until = self.clock() + 2 * self.policy.interval
+        run.drain_until = self.clock() + max(DRAIN_SECONDS, 2 * self.policy.interval)
         run.next_ping = 0.0
 
     def _connect(self, run: LiveRun, pod: str, ip: str, poller: zmq.Poller) -> None:
@@ -273,7 +280,8 @@ class LiveManager:
                 if isinstance(seq, int) and not isinstance(seq, bool) and seq > run.seq:
                     run.next_ping = 0.0
                 if body.get("state") == "stopped" and run.drain_until is not None:
-                    run.drain_until = min(run.drain_until, self.clock() + 0.2)
+                    # sent after the sidecar's last progress events (same socket, in order)
+                    run.drain_until = self.clock()
             elif kind == F.LOG:
                 message = body.get("message")
                 if isinstance(message, str):

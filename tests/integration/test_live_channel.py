@@ -136,11 +136,15 @@ def test_progress_ping_unresponsive_sidecar_and_monitor(stack_factory, tmp_path)
         out, _ = emitter.communicate(timeout=60)
         err_text = err_path.read_text()
         assert emitter.returncode == 0, err_text
-        assert percentages(err_text) == [20, 40, 60, 80, 100]
+        # the steps written as the algorithm ends race its result to the emitter (which stops
+        # at the result): each arrives once and in order, the last ones may come after
+        seen = percentages(err_text)
+        assert seen == [20, 40, 60, 80, 100][:len(seen)] and len(seen) >= 3, err_text
         assert json.loads(out)["tasks"][0]["runs"][0]["result"]["data"] == "done"
-        view = stack.api("GET", f"/api/run/{run_id}").json()
-        assert view["progress"] == {"seq": TOTAL, "progress": 1.0,
-                                    "message": f"step {TOTAL} of {TOTAL}"}
+        # ... and the node still drains them from the stopping sidecar to the server
+        wait_for(lambda: stack.api("GET", f"/api/run/{run_id}").json()["progress"] ==
+                 {"seq": TOTAL, "progress": 1.0, "message": f"step {TOTAL} of {TOTAL}"}, 20,
+                 "the last step at the server")
     finally:
         if stopped_pid is not None:
             os.kill(stopped_pid, signal.SIGCONT)

@@ -118,3 +118,20 @@ def test_bookmarks_when_allowed_and_clean_end_at_timeout():
                                        "resourceVersion": rv},
                           headers=headers, stream=True, timeout=10) as r:
             assert [line for line in r.iter_lines() if line] == []
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", "1", "t", "TRUE"])
+def test_watch_flag_is_read_as_go_parses_booleans(cluster, namespace, spelling):
+    """Clients spell the flag differently (the Python client sends `True`); each spelling the
+    real server accepts must start a watch, not answer with a list."""
+    import requests
+    url = f"{cluster.server}/api/v1/namespaces/{namespace}/configmaps"
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+    requests.post(url, json={"metadata": {"name": f"cm-{spelling.lower()}"}}, headers=headers,
+                  timeout=10).raise_for_status()
+    resp = requests.get(url, params={"watch": spelling, "timeoutSeconds": "1"}, headers=headers,
+                        timeout=10)
+    lines = [line for line in resp.text.splitlines() if line.strip()]
+    import json
+    events = [json.loads(line) for line in lines]
+    assert events and all(e["type"] == "ADDED" for e in events), resp.text[:300]

@@ -61,6 +61,7 @@ def cluster_requests(stack, key: str) -> int:
     (b"GET /api/../api/v1/namespaces HTTP/1.1\r\nHost: 127.0.0.1:{kube}\r\n\r\n", 400),
     (b"GET /api/%2e%2e/localcluster/metrics HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /api/..%5clocalcluster HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /api/%252e%252e/localcluster/metrics HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /localcluster/metrics HTTP/1.1\r\nHost: 127.0.0.1:{kube}\r\n\r\n", 404),
     (b"GET /health/../api/version HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"TRACE /api/version HTTP/1.1\r\nHost: x\r\n\r\n", 405),
