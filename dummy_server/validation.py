@@ -16,6 +16,7 @@ MAX_ARGS = 256
 MAX_ARG_LEN = 4096
 MAX_DATABASES = 64
 MAX_NAME = 200
+MAX_DEPTH = 64  # nesting of lists/objects in a task's input or a relayed payload
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,27 @@ class TaskRequest:
         return spec
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and objects, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:  # no need to look further down
+                stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                      else item))
+    return deepest
+
+
 def check_plain_json(value: Any, what: str) -> None:
     """Refuse what JSON parsers accept but nothing downstream can store or relay: lone UTF-16
     surrogates ("\\ud800", unencodable in UTF-8: SQLite raised and the API answered 500), NaN and
     infinities, and nesting deeper than the recursion limit (found by tests/reliability)."""
+    if _depth(value) > MAX_DEPTH:
+        # python-socketio walks payloads recursively: a task nested ~900 deep was stored, then
+        # relaying it raised RecursionError and the researcher never got an answer
+        raise BadRequest(f"{what}: nested deeper than {MAX_DEPTH} levels")
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:

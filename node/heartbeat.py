@@ -42,9 +42,10 @@ class Liveness:
     beats: int = 0
 
     @classmethod
-    def start(cls, policy: HeartbeatPolicy, now: float) -> "Liveness":
-        # a sidecar that never beats counts as silent from when the node began to follow it
-        return cls(policy=policy, last_beat=now)
+    def start(cls, policy: HeartbeatPolicy, now: float, grace: float = 0.0) -> "Liveness":
+        """Following begins at ``now``; a sidecar still starting up gets ``grace`` seconds more
+        before its silence counts (its process may just have been started)."""
+        return cls(policy=policy, last_beat=now + grace)
 
     def missed(self, now: float) -> int:
         """Whole intervals since the last beat."""

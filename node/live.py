@@ -223,7 +223,8 @@ class LiveManager:
         poller.register(run.sub, zmq.POLLIN)
         poller.register(run.req, zmq.POLLIN)
         run.drain_until = None
-        run.liveness = Liveness.start(self.policy, self.clock())
+        run.liveness = Liveness.start(self.policy, self.clock(),
+                                      grace=self.policy.interval * self.policy.suspect_after)
         run.health, run.next_ping = "alive", 0.0
         log.info("run %s: following its sidecar at %s", run.run_id, ip)
         self._publish(str(run.run_id), F.HEALTH, {"state": "alive", "connected": ip})

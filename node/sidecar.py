@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         sidecar.run(stop)
     finally:
         sidecar.close()
+        # waits (up to the sockets' linger) until the last events are on the wire: exiting
+        # with them still queued would lose the algorithm's final progress
+        sidecar.ctx.term()
     return 0
 
 

@@ -59,3 +59,10 @@ def test_a_beat_with_an_older_timestamp_does_not_move_the_clock_back():
 def test_bad_policies_are_refused(kwargs):
     with pytest.raises(ValueError):
         HeartbeatPolicy(**kwargs)
+
+
+def test_a_starting_sidecar_gets_a_grace_period_before_its_first_beat():
+    lv = Liveness.start(POLICY, now=0.0, grace=3.0)
+    assert lv.tick(5.9) is None          # 5.9s: without the grace it would be suspected
+    assert lv.tick(6.0) == SUSPECTED
+    assert lv.beat(6.1) == ALIVE

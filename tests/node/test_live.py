@@ -60,7 +60,8 @@ def progress_file(tmp_path):
 def report(path: Path, *steps: tuple[float | None, str]) -> None:
     with open(path, "a") as f:
         for fraction, message in steps:
-            f.write(json.dumps({"time": time.time(), "progress": fraction, "message": message}) + "\n")
+            line = {"time": time.time(), "progress": fraction, "message": message}
+            f.write(json.dumps(line) + "\n")
 
 
 @pytest.fixture
@@ -216,7 +217,8 @@ def nodes():
 
 
 def running_pod(ip: str = "127.0.0.1") -> dict:
-    return {"metadata": {"name": f"v6-run-{RUN}-abcde"}, "status": {"phase": "Running", "podIP": ip}}
+    return {"metadata": {"name": f"v6-run-{RUN}-abcde"},
+            "status": {"phase": "Running", "podIP": ip}}
 
 
 def test_the_node_forwards_progress_once_and_in_order_also_what_came_before_it_connected(

@@ -1,8 +1,9 @@
-"""Test algorithm: reports progress steps through `algorithms.common`, waits for a release file
-in its tmp directory between them, then writes "done".
+"""Test algorithm: reports progress steps through `algorithms.common`, waiting for files the
+test writes into its tmp directory, then writes "done".
 
 Input JSON: {"before": int, "after": int}. Steps 1..before are reported, then the algorithm waits
-(up to two minutes) for $TMP_DIR/release, which the test writes, then reports the other steps.
+(up to two minutes each) for $TMP_DIR/release, reports the other steps, waits for
+$TMP_DIR/finish and ends: every step is reported while it still runs.
 """
 import json
 import os
@@ -19,11 +20,18 @@ progress_file = os.environ.get("PROGRESS_FILE")
 reporter = ProgressReporter(Path(progress_file) if progress_file else None)
 for i in range(1, before + 1):
     reporter.report(f"step {i} of {total}", i / total)
-release = Path(os.environ["TMP_DIR"]) / "release"
-deadline = time.monotonic() + 120
-while not release.exists() and time.monotonic() < deadline:
-    time.sleep(0.05)
+
+
+def wait_for_file(name: str) -> None:
+    path = Path(os.environ["TMP_DIR"]) / name
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+wait_for_file("release")
 for i in range(before + 1, total + 1):
     reporter.report(f"step {i} of {total}", i / total)
+wait_for_file("finish")
 with open(os.environ["OUTPUT_FILE"], "w") as f:
     f.write("done")
