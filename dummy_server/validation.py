@@ -16,6 +16,7 @@ MAX_ARGS = 256
 MAX_ARG_LEN = 4096
 MAX_DATABASES = 64
 MAX_NAME = 200
+MAX_LEGACY_ID = 2 ** 52  # the upper half of the id space stays free for later tasks
 MAX_DEPTH = 64  # nesting of lists/objects in a task's input or a relayed payload
 
 
@@ -143,6 +144,10 @@ def parse_legacy_request(payload: Any, known_nodes: list[str]) -> tuple[dict, li
     relay = {k: v for k, v in payload.items() if k != "target_nodes"}
     if not is_id(relay.get("run_id")):
         raise BadRequest("run_id: expected a positive integer below 2**53")
+    if relay["run_id"] >= MAX_LEGACY_ID:
+        # later rich ids continue above the largest legacy id: one at 2**53 - 1 pushed every
+        # later task past the id limit, unreadable and refused by nodes (tests/reliability)
+        raise BadRequest("run_id: a prototype task's run id must be below 2**52")
     if not isinstance(relay.get("image"), str) or not relay["image"].strip():
         raise BadRequest("image: expected a non-empty string")
     targets = payload.get("target_nodes")

@@ -22,6 +22,7 @@ from node.errors import (ClusterError, ConflictError, NodeError, NotFoundError, 
                          PayloadError, RecoveryError, TransientClusterError)
 from node.ledger import ACCEPTED, CREATED, FINISHED, Ledger
 from node.manifests import build_job, job_name, recovery_info, selector_for_node
+from node.objects import slim, slim_item
 from node.models import MAX_ID, Result, StatusReport, TaskCommand, TaskStatus, parse_command
 from node.live import NoLive
 from node.status import run_status
@@ -51,10 +52,8 @@ class Run:
     # False when a Job of this run's name belongs to another run or node: never delete it
     # (two nodes sharing a jobs namespace get the same name for a prototype task's run id)
     owns_job: bool = True
+    job_name: str = ""
 
-    @property
-    def job_name(self) -> str:
-        return job_name(self.run_id)
 
 
 def _run_id_of(obj: dict) -> int | None:
@@ -97,8 +96,8 @@ class Agent:
             return {"error": f"kill not processed: {e}"}
 
     def sink(self, item: tuple) -> None:
-        """For the watchers."""
-        self.queue.put(item)
+        """For the watchers (their threads): objects are slimmed before they wait in the queue."""
+        self.queue.put(slim_item(item))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,6 +146,9 @@ class Agent:
         elif kind == "event":
             self._on_event(item[1], item[2])
 
+    def _new_run(self, run_id: int, task_id: int, parent_id: int | None) -> Run:
+        return Run(run_id, task_id, parent_id, job_name=job_name(self.config.node_id, run_id))
+
     # -- commands --------------------------------------------------------------------------------
     def _on_command(self, raw: Any) -> None:
         try:
@@ -181,7 +183,7 @@ class Agent:
                                        f"{e.message}"))
 
     def _start(self, cmd: TaskCommand) -> None:
-        run = Run(cmd.run_id, cmd.task_id, cmd.parent_id)
+        run = self._new_run(cmd.run_id, cmd.task_id, cmd.parent_id)
         self.runs[cmd.run_id] = run
         try:
             self.workspace.prepare(cmd)
@@ -231,7 +233,7 @@ class Agent:
             self._finish(run, TaskStatus.START_FAILED,
                          f"a job named {run.job_name} exists and belongs to another run or node")
             return False
-        run.job = job
+        run.job = slim(job)
         return True
 
     # -- kill ------------------------------------------------------------------------------------
@@ -261,7 +263,7 @@ class Agent:
         # the Job may have ended a moment ago with its event still queued: look first, so a
         # completed run is never reported as killed
         try:
-            run.job = self.cluster.get_job(run.job_name)
+            run.job = slim(self.cluster.get_job(run.job_name))
         except NotFoundError:
             run.job = None
         except ClusterError as e:
@@ -304,7 +306,7 @@ class Agent:
 
     def _confirm_gone(self, run: Run) -> None:
         try:
-            run.job = self.cluster.get_job(run.job_name)
+            run.job = slim(self.cluster.get_job(run.job_name))
             self._evaluate(run)
         except NotFoundError:
             run.job, run.job_deleted = None, True
@@ -351,7 +353,7 @@ class Agent:
         if row is not None and row.state == FINISHED:
             if kind == "jobs" and etype != "DELETED" \
                     and not obj["metadata"].get("deletionTimestamp"):
-                self._delete_job(job_name(rid))  # left over from before a restart
+                self._delete_job(job_name(self.config.node_id, rid))  # left over from before a restart
             return None
         if kind != "jobs" or etype == "DELETED":
             return None  # pods alone cannot be adopted; their Job brings them
@@ -365,7 +367,7 @@ class Agent:
         if row is None:
             self.ledger.accept(ref.run_id, ref.task_id, None)
         self.ledger.mark_created(rid)
-        run = Run(ref.run_id, ref.task_id, ref.parent_id)
+        run = self._new_run(ref.run_id, ref.task_id, ref.parent_id)
         self.runs[rid] = run
         return run
 
@@ -395,7 +397,7 @@ class Agent:
         except ClusterError as e:
             log.warning("run %s: could not read its pods: %s", run.run_id, e)
             return False
-        fresh = {p["metadata"]["name"]: p for p in pods}
+        fresh = {p["metadata"]["name"]: slim(p) for p in pods}
         changed = {n: p["metadata"].get("resourceVersion") for n, p in fresh.items()} != \
             {n: p["metadata"].get("resourceVersion") for n, p in run.pods.items()}
         run.pods = fresh
@@ -521,7 +523,7 @@ class Agent:
         confirms), or create the Job if the node stopped before it could."""
         for row in self.ledger.unfinished():
             if row.state == CREATED or row.command is None:
-                self.runs[row.run_id] = Run(row.run_id, row.task_id, None)
+                self.runs[row.run_id] = self._new_run(row.run_id, row.task_id, None)
                 continue
             if row.state == ACCEPTED:
                 try:

@@ -13,6 +13,8 @@ Volume choices:
 """
 from __future__ import annotations
 
+import hashlib
+
 import json
 import posixpath
 from dataclasses import dataclass
@@ -51,11 +53,23 @@ LIVE_VOLUME_LIMIT = "16Mi"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
-def job_name(run_id: int) -> str:
-    """The Job's name for a run; the run id is checked, so the name is always a valid DNS label."""
+def check_run_id(run_id: int) -> int:
     if isinstance(run_id, bool) or not isinstance(run_id, int) or not 0 < run_id < MAX_ID:
         raise ValueError(f"not a run id: {run_id!r}")
-    return f"v6-run-{run_id}"
+    return run_id
+
+
+def job_name(node_id: str, run_id: int) -> str:
+    """The Job's name for a run of this node: `v6-run-<run id>-<node id>`.
+
+    The node id is part of it because nodes may share a jobs namespace and the prototype's
+    payload gives every target node the same run id. A Job's name must fit a label value
+    (63 characters); a node id too long for that is replaced by a digest of it.
+    """
+    name = f"v6-run-{check_run_id(run_id)}-{node_id}"
+    if len(name) > 63:
+        name = f"v6-run-{run_id}-{hashlib.sha256(node_id.encode()).hexdigest()[:12]}"
+    return name
 
 
 def node_labels(node_id: str) -> dict[str, str]:
@@ -94,8 +108,7 @@ class RunPaths:
 
 def run_subdir(run_id: int) -> str:
     """The run's directory relative to task_dir (and to the claim's root in pvc mode)."""
-    job_name(run_id)  # validates
-    return f"runs/{run_id}"
+    return f"runs/{check_run_id(run_id)}"
 
 
 def run_paths(config: NodeConfig, run_id: int) -> RunPaths:
@@ -262,7 +275,7 @@ def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(cmd.run_id),
+            "name": job_name(config.node_id, cmd.run_id),
             "namespace": config.kubernetes.jobs_namespace,
             "labels": labels,
             "annotations": run_annotations(cmd),

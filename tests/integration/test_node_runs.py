@@ -192,7 +192,7 @@ def test_job_deleted_outside_the_node_ends_the_run_as_failed(shared_stack):
     api = config.new_client_from_config(config_file=str(shared_stack.kubeconfig))
     try:
         client.BatchV1Api(api).delete_namespaced_job(
-            f"v6-run-{run_id}", "v6-jobs", propagation_policy="Background")
+            f"v6-run-{run_id}-node-a", "v6-jobs", propagation_policy="Background")
     finally:
         api.close()
     run = shared_stack.wait_task(task["id"], timeout=30)["runs"][0]
@@ -211,13 +211,13 @@ def test_job_failed_for_a_reason_the_node_does_not_know_is_unknown_error(shared_
     api = config.new_client_from_config(config_file=str(shared_stack.kubeconfig))
     try:
         batch = client.BatchV1Api(api)
-        job = batch.read_namespaced_job_status(f"v6-run-{run_id}", "v6-jobs")
+        job = batch.read_namespaced_job_status(f"v6-run-{run_id}-node-a", "v6-jobs")
         now = job.status.start_time
         job.status.conditions = (job.status.conditions or []) + [client.V1JobCondition(
             type="Failed", status="True", reason="MaxFailedIndexesExceeded",
             message="Job has exceeded the specified maximal number of failed indexes",
             last_probe_time=now, last_transition_time=now)]
-        batch.replace_namespaced_job_status(f"v6-run-{run_id}", "v6-jobs", job)
+        batch.replace_namespaced_job_status(f"v6-run-{run_id}-node-a", "v6-jobs", job)
     finally:
         api.close()
     run = shared_stack.wait_task(task["id"], timeout=30)["runs"][0]

@@ -79,14 +79,17 @@ def volumes(job):
 # --- names, labels, selectors ------------------------------------------------------------------
 
 def test_job_name():
-    assert job_name(42) == "v6-run-42"
-    assert job_name(2**53 - 1) == "v6-run-9007199254740991"
+    assert job_name("node-a", 42) == "v6-run-42-node-a"
+    assert job_name("node-a", 2**53 - 1) == "v6-run-9007199254740991-node-a"
+    long_id = "n" * 42  # the longest node id: the name must still fit a label value
+    assert len(job_name(long_id, 2**53 - 1)) <= 63
+    assert job_name(long_id, 1) != job_name("m" * 42, 1)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2**53, True, "42", "../x", 1.0, None])
 def test_job_name_refuses_non_ids(bad):
     with pytest.raises(ValueError):
-        job_name(bad)
+        job_name("node-a", bad)
 
 
 def test_selector_for_node():
@@ -97,7 +100,7 @@ def test_metadata(job):
     assert job["apiVersion"] == "batch/v1"
     assert job["kind"] == "Job"
     meta = job["metadata"]
-    assert meta["name"] == "v6-run-42"
+    assert meta["name"] == "v6-run-42-node-a"
     assert meta["namespace"] == "v6-jobs"
     assert meta["labels"] == {"app.kubernetes.io/managed-by": "v6-node", "v6.node-id": "node-a",
                               "v6.run-id": "42", "v6.task-id": "42"}
@@ -400,7 +403,7 @@ def test_recovery_round_trip(config, payload):
     ref = recovery_info(build_job(cmd, config))
     assert (ref.node_id, ref.run_id, ref.task_id, ref.parent_id, ref.image, ref.databases, ref.shape,
             ref.job_name) == ("node-a", cmd.run_id, cmd.task_id, cmd.parent_id, cmd.image, cmd.databases,
-                              cmd.shape, f"v6-run-{cmd.run_id}")
+                              cmd.shape, f"v6-run-{cmd.run_id}-node-a")
 
 
 def test_recovery_from_a_job_read_back_from_the_api():

@@ -3,8 +3,8 @@
 - every submitted run has exactly one result at the server, in an expected status, and the run's
   history holds exactly one final status, the same as the result's;
 - no Job, pod or Secret is left behind in the jobs namespace;
-- no run was executed twice: at most one container start per run (Kubernetes `Started` events,
-  which outlive the pods), exactly one for a completed run;
+- no run was executed twice: at most one pod with a started container per run (Kubernetes
+  `Started` events, which outlive the pods), exactly one for a completed run;
 - the nodes' outboxes are empty (everything delivered).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from localcluster.stack import JOBS_NAMESPACE, wait_for
 
 TERMINAL = {"completed", "failed", "start failed", "non-existing Docker image", "crashed",
             "killed by user", "not allowed", "unknown error"}
-RUN_POD = re.compile(r"^v6-run-(\d+)-")
+RUN_POD = re.compile(r"^v6-run-(\d+)-")  # v6-run-<run id>-<node id>-<pod suffix>
 
 
 @dataclass
@@ -59,13 +59,14 @@ def wait_results(stack, ledger: Ledger, timeout: float) -> dict[tuple[str, int],
 
 
 def started_per_run(api) -> Counter:
+    """Pods whose container started, per run id (a second pod = the run executed again)."""
     events = client.CoreV1Api(api).list_namespaced_event(JOBS_NAMESPACE).items
-    starts: Counter = Counter()
+    pods: dict[int, set[str]] = {}
     for ev in events:
         m = RUN_POD.match(ev.involved_object.name or "")
         if ev.reason == "Started" and m:
-            starts[int(m.group(1))] += ev.count or 1
-    return starts
+            pods.setdefault(int(m.group(1)), set()).add(ev.involved_object.name)
+    return Counter({run_id: len(names) for run_id, names in pods.items()})
 
 
 def check(stack, ledger: Ledger, timeout: float = 120) -> dict:

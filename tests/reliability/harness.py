@@ -123,7 +123,7 @@ class Harness:
 
     def complete(self, run_id: int, output: str | None = "42") -> None:
         """The run's Job finished successfully (after writing `output`)."""
-        name = f"v6-run-{run_id}"
+        name = f"v6-run-{run_id}-node-a"
         job = self.cluster.get_job(name)
         if output is not None:
             out = Path(self.workspace.paths(run_id).output)

@@ -84,7 +84,7 @@ def check_one(h: Harness, raw, counts: dict) -> None:
         counts["repeats"] += 1
         assert not new_jobs  # a run id seen before is never started again
         return
-    assert new_jobs == [f"v6-run-{expected.run_id}"]
+    assert new_jobs == [f"v6-run-{expected.run_id}-node-a"]
     job = h.cluster.jobs[new_jobs[0]]
     run_root = Path(h.config.task_dir, "runs", str(expected.run_id))
     db_uris = {db.uri for db in h.config.databases}
@@ -183,11 +183,11 @@ def test_storm_through_the_agents_own_thread(tmp_path):
         h.agent.submit_command({"run_id": final, "task_id": 1, "image": "test/sleeper",
                                 "databases": [], "token": TOKEN_MARK})
         deadline = time.monotonic() + 60
-        while f"v6-run-{final}" not in h.cluster.jobs:
+        while f"v6-run-{final}-node-a" not in h.cluster.jobs:
             assert h.agent.is_alive(), "the agent thread died"
             assert time.monotonic() < deadline, "the valid task after the storm never started"
             time.sleep(0.01)
-        job = h.cluster.get_job(f"v6-run-{final}")
+        job = h.cluster.get_job(f"v6-run-{final}-node-a")
         job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
         h.agent.sink(("event", "jobs", _event("MODIFIED", job)))
         while not outbox_of(h, final):

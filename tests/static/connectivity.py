@@ -158,7 +158,7 @@ def is_ip_block(endpoint: str) -> bool:
 
 @dataclass(frozen=True)
 class Roles:
-    algorithm: str        # the generated Job, e.g. "v6-jobs/v6-run-7[Job]"
+    algorithm: str        # the generated Job, e.g. "v6-jobs/v6-run-7-node-a[Job]"
     node: str = "v6-node/v6-node[Deployment]"
     proxy: str = "v6-node/v6-proxy[Deployment]"
     proxy_port: int = 8080

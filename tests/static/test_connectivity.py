@@ -11,7 +11,7 @@ import pytest
 from tests.static.connectivity import DNS, DNS_POD, OTHER_TENANT, Conn, Roles, analyze, isolation_problems, tcp, topology
 from tests.static.support import VARIANTS, deployed_node_config, generated, generated_live, manifests, with_live_channel
 
-ALGORITHM = Roles(algorithm="v6-jobs/v6-run-7[Job]")
+ALGORITHM = Roles(algorithm="v6-jobs/v6-run-7-node-a[Job]")
 
 
 def _without(objs: list[dict], kind: str) -> list[dict]:
@@ -32,7 +32,7 @@ def test_deployed_policies_isolate_algorithm_pods(variant, tmp_path):
 
 def _live_roles() -> Roles:
     live = with_live_channel(deployed_node_config("k3d")).live
-    return dataclasses.replace(ALGORITHM, algorithm="v6-jobs/v6-run-8[Job]", live_ports=(live.pub_port, live.rep_port))
+    return dataclasses.replace(ALGORITHM, algorithm="v6-jobs/v6-run-8-node-a[Job]", live_ports=(live.pub_port, live.rep_port))
 
 
 def test_with_the_live_channel_only_the_node_reaches_algorithm_pods(tmp_path):
