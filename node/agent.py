@@ -18,24 +18,23 @@ from typing import Any
 from node import retry
 from node.cluster import Cluster, WatchEvent
 from node.config import NodeConfig
-from node.errors import (ClusterError, ConflictError, NodeError, NotFoundError, OutboxError,
-                         PayloadError, RecoveryError, TransientClusterError)
+from node.errors import (ClusterError, NodeError, NotFoundError, OutboxError, PayloadError,
+                         RecoveryError)
+from node.jobs import RUN_LABEL, JobOps
 from node.ledger import ACCEPTED, CREATED, FINISHED, Ledger
-from node.manifests import build_job, job_name, recovery_info, selector_for_node
-from node.objects import slim, slim_item
+from node.manifests import build_job, job_name, recovery_info
 from node.models import MAX_ID, Result, StatusReport, TaskCommand, TaskStatus, parse_command
 from node.live import NoLive
+from node.objects import slim, slim_item
 from node.status import run_status
 from node.workspace import OutputTooLarge, Workspace
 
 log = logging.getLogger(__name__)
 
-RUN_LABEL = "v6.run-id"
 # A pod still creating its containers after this long may be stuck on a volume; only Events
 # tell (FailedMount), so they are read for such pods, at this interval.
 EVENT_CHECK_INTERVAL = 1.0
 STUCK_AFTER = 2.0
-LOG_LIMIT = 1 << 20  # per container
 
 
 @dataclass
@@ -68,6 +67,7 @@ class Agent:
         self.config = config
         self.live = live if live is not None else NoLive()  # the live channel's hooks
         self.cluster = cluster
+        self.jobs = JobOps(cluster, config, stop)
         self.ledger = ledger
         self.workspace = workspace
         self.reporter = reporter
@@ -198,24 +198,8 @@ class Agent:
 
     def _create_job(self, run: Run, job: dict) -> bool:
         """Create the run's Job, or adopt it if it exists already. False: the run is finished."""
-        for _ in range(3):
-            try:
-                retry.call(lambda: self.cluster.create_job(job),
-                           what=f"create job {run.job_name}", stop=self.stop_event)
-                return True
-            except ConflictError:
-                try:
-                    existing = retry.call(lambda: self.cluster.get_job(run.job_name),
-                                          what=f"get job {run.job_name}", stop=self.stop_event)
-                except NotFoundError:
-                    # a 409 with no Job of that name (a conflict elsewhere, or the Job was just
-                    # deleted): creating again is safe; refusing made the run "start failed"
-                    # under API faults (tests/reliability/test_faults.py)
-                    continue
-                return self._adopt_existing(run, existing)
-        self._finish(run, TaskStatus.START_FAILED,
-                     f"could not create job {run.job_name}: the API kept answering 409")
-        return False
+        existing = self.jobs.create(job)
+        return existing is None or self._adopt_existing(run, existing)
 
     def _adopt_existing(self, run: Run, job: dict) -> bool:
         """A Job of that name exists. Ours for this run (a crash between create and ledger
@@ -392,8 +376,7 @@ class Agent:
     def _refresh_pods(self, run: Run) -> bool:
         """Read the run's pods from the API. True when that changed what the node knew."""
         try:
-            pods, _ = self.cluster.list_objects(
-                "pods", f"{selector_for_node(self.config.node_id)},{RUN_LABEL}={run.run_id}")
+            pods = self.jobs.pods_of(run.run_id)
         except ClusterError as e:
             log.warning("run %s: could not read its pods: %s", run.run_id, e)
             return False
@@ -489,33 +472,10 @@ class Agent:
             self._on_command(raw)
 
     def _collect_logs(self, run: Run) -> str:
-        parts = []
-        for name, pod in sorted(run.pods.items(),
-                                key=lambda kv: kv[1]["metadata"].get("creationTimestamp", "")):
-            spec = pod.get("spec") or {}
-            containers = [c["name"] for c in spec.get("initContainers", []) + spec.get("containers", [])]
-            for c in containers:
-                try:
-                    text = self.cluster.pod_log(name, c, LOG_LIMIT)
-                except ClusterError as e:
-                    text = f"(log unavailable: {e})"
-                if text:
-                    parts.append(f"=== pod {name} container {c} ===\n{text.rstrip()}")
-        return "\n".join(parts)
+        return self.jobs.logs(run.pods)
 
     def _delete_job(self, name: str) -> None:
-        try:
-            # a 409 on delete (a concurrent update of the Job) passes like a 5xx: retrying beats
-            # leaving the Job to its TTL (tests/reliability/test_faults.py)
-            retry.call(lambda: self.cluster.delete_job(
-                name, grace_seconds=self.config.job.termination_grace_seconds),
-                what=f"delete job {name}", stop=self.stop_event,
-                transient=(TransientClusterError, ConflictError))
-        except NotFoundError:
-            pass
-        except ClusterError as e:
-            # the TTL on the Job removes it later in any case
-            log.warning("could not delete job %s: %s", name, e)
+        self.jobs.delete(name)
 
     # -- recovery ------------------------------------------------------------------------------------
     def _recover(self) -> None:
