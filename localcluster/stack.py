@@ -19,13 +19,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import requests
 import yaml
+
+from localcluster.testing import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,10 @@ class StackError(Exception):
 
 def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
     """Poll pred until it returns something truthy; StackError after the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return wait_until(pred, timeout, what, interval)
+    except TimeoutError as e:
+        raise StackError(str(e)) from e
 
 
 def free_port() -> int:

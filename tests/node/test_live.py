@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from localcluster.testing import wait_until
 from node import live_frames as F
 from node.config import LiveConfig
 from node.errors import ClusterError
@@ -25,14 +26,7 @@ RUN = 7
 
 
 def until(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+    return wait_until(pred, timeout, what, interval=0.01)
 
 
 class RunningSidecar:
