@@ -135,12 +135,6 @@ class Cluster:
             name, self.namespace, body=body, _preload_content=False,
             _request_timeout=self.timeout)))
 
-    def list_jobs(self, selector: str) -> tuple[list[dict], str]:
-        return self.list_objects("jobs", selector)
-
-    def list_pods(self, selector: str) -> tuple[list[dict], str]:
-        return self.list_objects("pods", selector)
-
     def list_objects(self, kind: str, selector: str) -> tuple[list[dict], str]:
         fn = self._list_fn(kind)
         body = _json(_call(f"list {kind}", lambda: fn(

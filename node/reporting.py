@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
 
 from node.errors import OutboxError, ServerLinkError
 from node.ledger import Ledger
@@ -16,12 +15,10 @@ log = logging.getLogger(__name__)
 
 class Reporter(threading.Thread):
     def __init__(self, link: ServerLink, ledger: Ledger, stop: threading.Event,
-                 on_delivered: Callable[[int], None] = lambda run_id: None,
                  retry_interval: float = 5.0):
         super().__init__(name="reporter", daemon=True)
         self.link, self.ledger = link, ledger
         self.stop_event = stop
-        self.on_delivered = on_delivered
         self.retry_interval = retry_interval
         self._kick = threading.Event()
 
@@ -71,4 +68,3 @@ class Reporter(threading.Thread):
                     log.info("result of run %s delivered (%s)", result["run_id"],
                              result["status"])
                 self.ledger.delivered(result["run_id"])
-                self.on_delivered(result["run_id"])

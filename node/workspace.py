@@ -76,10 +76,6 @@ class Workspace:
             raise OutputTooLarge(f"output is {size} bytes, more than the allowed {limit}")
         return target.read_bytes().decode("utf-8", errors="replace")
 
-    def remove_secrets(self, run_id: int) -> None:
-        """Token and input go as soon as the run has ended."""
-        shutil.rmtree(self.paths(run_id).task, ignore_errors=True)
-
     def remove(self, run_id: int) -> None:
         """Everything of the run, unless the config keeps outputs."""
         p = self.paths(run_id)
