@@ -2,7 +2,8 @@
 
 Job controller: creates pods from ``spec.template`` (``generateName: <job>-``, the job labels,
 an owner reference with controller/blockOwnerDeletion), counts finished pods into
-``status.succeeded``/``status.failed`` (a pod deleted before finishing counts as failed),
+``status.succeeded``/``status.failed`` (a pod being deleted before it finished counts as failed
+at once unless ``podReplacementPolicy: Failed``, as in the real controller),
 replaces failed pods while ``failed <= backoffLimit`` after a back-off of 1s, 2s, 4s… capped at
 10s (shorter than the real 10s…6min), and finishes the Job with condition Complete, or Failed
 with reason BackoffLimitExceeded or DeadlineExceeded (``activeDeadlineSeconds`` from
@@ -182,13 +183,21 @@ class JobController:
         candidates, _ = self.store.list(PODS, ns, label_selector=f"controller-uid={uid}")
         pods = [p for p in candidates if (_controller_uid(p) or ("",))[0] == uid]
         counted = self._counted.setdefault(uid, {})
+        # as the real controller's isPodFailed: unless only Failed pods are to be replaced
+        # (podReplacementPolicy: Failed, or a podFailurePolicy), a pod being deleted before it
+        # finished counts as failed at once, so with backoffLimit 0 it fails the Job rather than
+        # being replaced by a second run of the workload
+        only_failed = spec.get("podReplacementPolicy") == "Failed" or bool(spec.get("podFailurePolicy"))
         for p in pods:
             phase = (p.get("status") or {}).get("phase")
             puid = p["metadata"]["uid"]
-            if phase in ("Succeeded", "Failed") and puid not in counted:
-                counted[puid] = "s" if phase == "Succeeded" else "f"
-                if phase == "Failed":
-                    self._last_failure[uid] = time.monotonic()
+            if puid in counted:
+                continue
+            if phase == "Succeeded":
+                counted[puid] = "s"
+            elif phase == "Failed" or (p["metadata"].get("deletionTimestamp") and not only_failed):
+                counted[puid] = "f"
+                self._last_failure[uid] = time.monotonic()
         succeeded = max(list(counted.values()).count("s"), int(status.get("succeeded") or 0))
         failed = max(list(counted.values()).count("f"), int(status.get("failed") or 0))
         active = [p for p in pods if (p.get("status") or {}).get("phase") not in
@@ -238,7 +247,8 @@ class JobController:
                 wanted = 0 if succeeded > 0 else parallelism
             else:
                 wanted = min(parallelism, int(completions) - succeeded)
-            missing = wanted - len(active)
+            # with only Failed pods replaced, terminating pods still hold their slot
+            missing = wanted - len(active) - (len(terminating) if only_failed else 0)
             if missing > 0:
                 delay = 0.0
                 if failed > 0 and uid in self._last_failure:

@@ -126,6 +126,51 @@ def test_a_pod_deleted_while_running_counts_as_failed_and_is_replaced(tmp_path):
     run_in_process(tmp_path, body)
 
 
+def _running(h, name):
+    return [p for p in _pods(h, name)
+            if "running" in (p["status"].get("containerStatuses") or [{}])[0].get("state", {})]
+
+
+def test_a_pod_being_deleted_fails_a_job_without_retries_and_is_not_replaced(tmp_path):
+    # the node's Jobs use backoffLimit 0: a pod deleted from under a run must fail it, not start
+    # the workload a second time (the real controller counts a terminating pod as failed at once)
+    async def body(h):
+        h.store.create(JOBS, "default", _job("once", ["sleep 60"], backoffLimit=0))
+        first = (await h.until(lambda: _running(h, "once"), what="pod running"))[0]
+        h.store.delete(PODS, "default", first["metadata"]["name"])
+        cond = await h.until(lambda: _condition(h, "once"), what="finished")
+        assert (cond["type"], cond["reason"]) == ("Failed", "BackoffLimitExceeded")
+        assert _status(h, "once")["failed"] == 1
+        await h.until(lambda: not _pods(h, "once"), what="pod gone")
+        created = [e for e in h.events("once") if e["reason"] == "SuccessfulCreate"]
+        assert len(created) == 1
+    run_in_process(tmp_path, body)
+
+
+def test_with_pod_replacement_policy_failed_the_replacement_waits_for_termination(tmp_path):
+    async def body(h):
+        h.store.create(JOBS, "default", _job("wait", ["sleep 60"], backoffLimit=2,
+                                             podReplacementPolicy="Failed"))
+        first = (await h.until(lambda: _running(h, "wait"), what="pod running"))[0]
+        order = []  # the store's events, in the order they happened
+
+        def record(etype, res, obj):
+            if res == PODS and obj["metadata"].get("labels", {}).get("job-name") == "wait":
+                order.append((etype, obj["metadata"]["uid"]))
+        h.store.subscribe(record)
+        try:
+            h.store.delete(PODS, "default", first["metadata"]["name"])
+            await h.until(lambda: [p for p in _pods(h, "wait")
+                                   if p["metadata"]["uid"] != first["metadata"]["uid"]],
+                          what="replacement pod")
+        finally:
+            h.store.unsubscribe(record)
+        added = order.index(next(e for e in order if e[0] == "ADDED"))
+        assert ("DELETED", first["metadata"]["uid"]) in order[:added]
+        assert _status(h, "wait")["failed"] == 1
+    run_in_process(tmp_path, body)
+
+
 def test_a_deleted_job_creates_nothing_more(tmp_path):
     async def body(h):
         h.store.create(JOBS, "default", _job("gone", ["sleep 60"]))
