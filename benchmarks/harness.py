@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import requests
 import socketio
 
-from localcluster import kubeconfig as kc
 from localcluster.stack import JOBS_NAMESPACE, NodeSpec, Stack
 from localcluster.testing import LocalCluster, LocalClusterError
 
@@ -57,9 +55,7 @@ class BenchCluster(LocalCluster):
                 self.stop()
                 raise LocalClusterError(f"benchmark cluster did not start:\n{text}")
             time.sleep(0.02)
-        self.server, self.token = kc.read_token(self.kubeconfig)
-        self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {self.token}"
+        self._connect()
         return self
 
     @property

@@ -28,6 +28,7 @@ def build_app(config: ServerConfig, store: Store) -> web.Application:
     sio.attach(app)
     app[SERVICE] = service
     app[SOCKETS] = SocketHandlers(sio, service)
+    app.cleanup_ctx.append(app[SOCKETS].presence_checker)
     add_routes(app)
     return app
 

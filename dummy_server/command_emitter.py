@@ -8,6 +8,8 @@
 
 Server URL and researcher key from --server/--key or env V6_SERVER_URL/V6_RESEARCHER_KEY.
 With --wait, live status lines go to stderr and the final results to stdout (JSON or table).
+The server's warnings (e.g. a target node is offline: its runs wait for it) go to stderr, and
+with --wait so do state changes of the target nodes (alive / suspected / offline).
 Exit codes: 0 every run completed (or, without --wait, the request was accepted), 1 a run failed,
 did not finish in time, or the server could not be reached, 2 bad usage, recipe or request.
 """
@@ -116,12 +118,12 @@ def _submit(client: ServerClient, args, waiter: Waiter, sio, prepared) -> list[d
         ack = sio.call("command_request", prepared, timeout=30)
         if not isinstance(ack, dict) or not ack.get("ok"):
             raise EmitterError(f"server refused the command: {(ack or {}).get('error')}", 2)
-        waiter.task_ids.add(ack["task_id"])
+        waiter.follow(ack)
         return [ack]
     created = []
     for body in prepared:
         answer = client.create_task(body)
-        waiter.task_ids.add(answer["id"])
+        waiter.follow(answer)
         created.append(answer)
     return created
 

@@ -16,6 +16,22 @@ SECRET_ENV = "V6_SERVER_TOKEN_SECRET"
 
 
 @dataclass(frozen=True)
+class HeartbeatSettings:
+    """How the server judges a node's liveness from its heartbeats (CONTRACTS §2)."""
+    interval_seconds: float = 5.0   # the beat interval nodes are expected to keep
+    suspect_after: int = 3          # missed intervals: alive -> suspected
+    offline_after: int = 6          # missed intervals: -> offline
+
+    def __post_init__(self) -> None:
+        if not self.interval_seconds > 0:
+            raise ConfigError(f"heartbeat.interval_seconds: must be positive, "
+                              f"got {self.interval_seconds!r}")
+        if not 1 <= self.suspect_after < self.offline_after:
+            raise ConfigError(f"heartbeat: need 1 <= suspect_after < offline_after, got "
+                              f"{self.suspect_after} and {self.offline_after}")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 5000
@@ -25,6 +41,7 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     node_keys: Mapping[str, str] = field(default_factory=dict)        # api key -> node id
     researcher_keys: Mapping[str, str] = field(default_factory=dict)  # api key -> researcher name
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
 
     @property
     def node_ids(self) -> list[str]:
@@ -40,6 +57,27 @@ def _pos_int(raw: Mapping[str, Any], key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key}: expected a non-negative integer, got {value!r}")
     return value
+
+
+def _heartbeat(raw: Mapping[str, Any]) -> HeartbeatSettings:
+    section = raw.get("heartbeat") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("heartbeat: expected a mapping of interval_seconds, suspect_after, "
+                          "offline_after")
+    d = HeartbeatSettings()
+    unknown = sorted(set(section) - {"interval_seconds", "suspect_after", "offline_after"})
+    if unknown:
+        raise ConfigError(f"unknown heartbeat keys: {', '.join(map(str, unknown))}")
+    interval = section.get("interval_seconds", d.interval_seconds)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        raise ConfigError(f"heartbeat.interval_seconds: expected a number, got {interval!r}")
+    counts = {}
+    for key in ("suspect_after", "offline_after"):
+        value = section.get(key, getattr(d, key))
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"heartbeat.{key}: expected an integer, got {value!r}")
+        counts[key] = value
+    return HeartbeatSettings(interval_seconds=float(interval), **counts)
 
 
 def _keys(raw: Mapping[str, Any], section: str, name_key: str) -> dict[str, str]:
@@ -73,7 +111,7 @@ def load_config(path: str | Path | None, env: Mapping[str, str] = os.environ) ->
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     known = {"host", "port", "database", "token_secret", "token_ttl_seconds", "max_body_bytes",
-             "nodes", "researchers"}
+             "nodes", "researchers", "heartbeat"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -97,4 +135,5 @@ def load_config(path: str | Path | None, env: Mapping[str, str] = os.environ) ->
         max_body_bytes=_pos_int(raw, "max_body_bytes", 1_048_576),
         node_keys=node_keys,
         researcher_keys=researcher_keys,
+        heartbeat=_heartbeat(raw),
     )

@@ -13,6 +13,15 @@ TERMINAL = frozenset({"completed", "failed", "start failed", "non-existing Docke
                       "killed by user", "not allowed", "unknown error"})
 
 
+def node_state_line(event: dict) -> str:
+    """A node's liveness change: ``node node-a is offline (was alive; last seen 17:02:03Z)``."""
+    seen = event.get("last_seen")
+    seen = (f"; last seen {time.strftime('%H:%M:%SZ', time.gmtime(seen))}"
+            if isinstance(seen, (int, float)) and not isinstance(seen, bool) else "")
+    return (f"node {event.get('node_id')} is {event.get('state')} "
+            f"(was {event.get('previous')}{seen})")
+
+
 def progress_line(event: dict, width: int = 20) -> str:
     """One progress report as a bar: ``task 1 run 1 on node-a: [#####.....]  50% message``."""
     fraction = event.get("progress")
@@ -77,6 +86,7 @@ class ServerClient:
         sio.on("task_result", lambda data: on_event("task_result", data))
         sio.on("task_progress", lambda data: on_event("task_progress", data))
         sio.on("command_error", lambda data: on_event("command_error", data))
+        sio.on("node_state", lambda data: on_event("node_state", data))
         sio.on("connect_error", lambda data: refusal.append(data))
         try:
             sio.connect(self.url, auth={"api_key": self._key}, transports=["websocket"],
@@ -94,6 +104,7 @@ class Waiter:
     def __init__(self, client: ServerClient, out=sys.stderr):
         self.client = client
         self.task_ids: set[int] = set()
+        self.node_ids: set[str] = set()   # nodes of the tasks followed: their state changes show
         self._changed = threading.Event()
         self._out = out
 
@@ -102,6 +113,10 @@ class Waiter:
             return
         if event == "command_error":
             print(f"server refused run {data.get('run_id')}: {data.get('error')}", file=self._out)
+        elif event == "node_state":
+            if data.get("node_id") in self.node_ids:
+                print(node_state_line(data), file=self._out, flush=True)
+            return  # not a change in the runs' state
         elif data.get("task_id") in self.task_ids:
             if event == "task_progress":
                 print(progress_line(data), file=self._out, flush=True)
@@ -114,6 +129,14 @@ class Waiter:
                 print(f"task {data['task_id']} run {data['run_id']} on {data['node_id']}: "
                       f"result received ({data['status']})", file=self._out, flush=True)
         self._changed.set()
+
+    def follow(self, answer: dict) -> None:
+        """Follow a created task (HTTP answer or legacy ack); print the server's warnings."""
+        self.task_ids.add(answer["id"] if "id" in answer else answer["task_id"])
+        self.node_ids.update(r["node_id"] for r in answer.get("runs", []))
+        self.node_ids.update(answer.get("nodes", []))
+        for warning in answer.get("warnings", []):
+            print(f"warning: {warning}", file=self._out, flush=True)
 
     def wait(self, timeout: float) -> tuple[list[dict], bool]:
         """Return (task views, finished) once every run has a result or at the deadline."""

@@ -9,6 +9,8 @@ tasks:
     databases: [default]       # optional
     nodes: [node-a, node-b]    # optional, default: every node of the server
     repeat: 2                  # optional, default 1
+    service:                   # optional companion service, passed on as given (CONTRACTS §10)
+      {image: v6-demo/query-service, port: 8000, readiness: {http_path: /ready}, databases: [default]}
 ```
 Every error names the file, line and key path, e.g. ``recipe.yaml:4: tasks[0].repeat: ...``.
 """
@@ -22,7 +24,7 @@ import yaml
 
 LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 MAX_REPEAT = 1000
-TASK_KEYS = ("name", "image", "arguments", "input", "databases", "nodes", "repeat")
+TASK_KEYS = ("name", "image", "arguments", "input", "databases", "nodes", "repeat", "service")
 
 
 class RecipeError(Exception):
@@ -77,6 +79,10 @@ def _task(loader, source: str, node: yaml.Node, path: str) -> RecipeTask:
         elif key in ("databases", "nodes"):
             body[key] = _str_list(loader, source, value_node, where, label=key == "databases")
         elif key == "input":
+            body[key] = loader.construct_object(value_node, deep=True)
+        elif key == "service":  # the node checks its fields
+            if not isinstance(value_node, yaml.MappingNode):
+                raise _fail(source, value_node, where, "expected a mapping with at least 'image' and 'port'")
             body[key] = loader.construct_object(value_node, deep=True)
         else:  # repeat
             repeat = loader.construct_object(value_node)

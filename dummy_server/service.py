@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import tokens
+from . import presence, tokens
 from .config import ServerConfig
 from .errors import BadRequest, Forbidden, NotFound, TokenError, Unauthorized
 from .store import TERMINAL, Store
-from .validation import TaskRequest, parse_legacy_request, parse_result, parse_status_change
+from .validation import COMMAND_KEYS, TaskRequest, parse_legacy_request, parse_result, parse_status_change
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,13 @@ def node_room(node_id: str) -> str:
 
 def researcher_room(name: str) -> str:
     return f"researcher:{name}"
+
+
+RESEARCHERS_ROOM = "researchers"  # every researcher: node state changes concern them all
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 MAX_PROGRESS_MESSAGE = 500
@@ -91,6 +98,14 @@ class Service:
         self._clock = clock
         # latest progress per run (node id, run id): live only, not kept across restarts
         self.latest_progress: dict[tuple[str, int], dict] = {}
+        known = self.store.nodes()
+        self.presence = presence.Presence.starting(config.heartbeat, {
+            n: max(filter(None, (known.get(n, {}).get("last_seen"),
+                                 known.get(n, {}).get("last_disconnect"))), default=None)
+            for n in config.node_ids})
+
+    def now(self) -> float:
+        return self._clock()
 
     # --- authentication -------------------------------------------------------------------
     def authenticate(self, bearer: str | None) -> Principal:
@@ -135,7 +150,11 @@ class Service:
         for run in self.store.runs_of_task(task_id):
             messages.append(Message("command", self._command(task, run), node_room(run["node_id"])))
         log.info("task %s created with %d run(s) (parent %s)", task_id, len(runs), parent_id)
-        return {"id": task_id, "runs": runs}, messages
+        created = {"id": task_id, "runs": runs}
+        warnings = self.node_warnings(nodes)
+        if warnings:
+            created["warnings"] = warnings
+        return created, messages
 
     def create_legacy_task(self, researcher: str, payload: Any) -> tuple[dict, list[Message]]:
         relay, nodes = parse_legacy_request(payload, self.config.node_ids)
@@ -144,8 +163,11 @@ class Service:
                                              spec=relay, nodes=nodes):
             raise BadRequest(f"run_id {run_id} is already used by another task")
         log.info("legacy task %s relayed to %d node(s)", run_id, len(nodes))
-        return ({"task_id": run_id, "nodes": nodes},
-                [Message("command", relay, node_room(n)) for n in nodes])
+        ack = {"task_id": run_id, "nodes": nodes}
+        warnings = self.node_warnings(nodes)
+        if warnings:
+            ack["warnings"] = warnings
+        return ack, [Message("command", relay, node_room(n)) for n in nodes]
 
     def pending_commands(self, node_id: str) -> list[dict]:
         commands = []
@@ -163,10 +185,71 @@ class Service:
                    "image": task["image"], "input": spec.get("input"),
                    "databases": spec.get("databases", []),
                    "token": tokens.sign(self.config.token_secret, claims)}
-        for key in ("arguments", "resources", "deadline_seconds"):
+        for key in COMMAND_KEYS:
             if key in spec:
                 command[key] = spec[key]
         return command
+
+    # --- node presence (CONTRACTS §2) ------------------------------------------------------
+    def node_connected(self, node_id: str) -> list[Message]:
+        self.store.node_seen(node_id, online=True)
+        return self._presence_messages([self.presence.connected(node_id, self._clock())])
+
+    def node_disconnected(self, node_id: str) -> list[Message]:
+        change = self.presence.disconnected(node_id, self._clock())
+        if not self.presence.get(node_id).sessions:
+            self.store.node_seen(node_id, online=False)
+        return self._presence_messages([change])
+
+    def node_alive(self, node_id: str) -> list[Message]:
+        """Any event from a node is a sign of life. A node back from ``offline`` without a new
+        session (its link stalled, it did not reconnect) gets its pending runs again: commands
+        sent meanwhile may have been lost, and nodes ignore run ids they have seen."""
+        change = self.presence.seen(node_id, self._clock())
+        messages = self._presence_messages([change])
+        if change is not None and change.previous == presence.OFFLINE:
+            messages += [Message("command", c, node_room(node_id))
+                         for c in self.pending_commands(node_id)]
+        return messages
+
+    def node_heartbeat(self, node_id: str, data: Any) -> tuple[dict, list[Message]]:
+        """A ``node_heartbeat``; its payload is informative only, any shape counts as a beat."""
+        messages = self.node_alive(node_id)
+        ack = {"ok": True, "state": self.presence.get(node_id).state,
+               "interval_seconds": self.config.heartbeat.interval_seconds}
+        return ack, messages
+
+    def check_presence(self) -> list[Message]:
+        return self._presence_messages(self.presence.tick(self._clock()))
+
+    def next_presence_check(self) -> float | None:
+        return self.presence.next_check()
+
+    def _presence_messages(self, changes: list[presence.Change | None]) -> list[Message]:
+        messages = []
+        for change in filter(None, changes):
+            self.store.node_presence(change.node_id, change.state != presence.OFFLINE,
+                                     change.last_seen)
+            log_at = logging.INFO if change.state == presence.ALIVE else logging.WARNING
+            log.log(log_at, "node %s is %s (was %s)", change.node_id, change.state,
+                    change.previous)
+            messages.append(Message("node_state", change.event(), RESEARCHERS_ROOM))
+        return messages
+
+    def node_warnings(self, nodes: list[str]) -> list[str]:
+        """What a researcher should know about the nodes a new task targets."""
+        warnings = []
+        for node_id in nodes:
+            node = self.presence.get(node_id)
+            if node.state == presence.OFFLINE:
+                since = (f"since {_when(node.since)}" if node.since is not None
+                         else "and has not connected since the server started")
+                warnings.append(f"node {node_id} is offline {since}; its runs wait until it "
+                                f"reconnects")
+            elif node.state == presence.SUSPECTED:
+                warnings.append(f"node {node_id} is suspected offline: no heartbeat since "
+                                f"{_when(node.last_seen)}; its runs may wait until it answers")
+        return warnings
 
     # --- reports from nodes ---------------------------------------------------------------
     def status_change(self, node_id: str, data: Any) -> list[Message]:
@@ -271,7 +354,7 @@ class Service:
         if not isinstance(who, Researcher):
             raise Forbidden("only researchers may list nodes")
         seen = self.store.nodes()
-        return [{"id": n, "online": seen.get(n, {}).get("online", False),
+        return [{"id": n, **self.presence.view(n),
                  "last_connect": seen.get(n, {}).get("last_connect"),
                  "last_disconnect": seen.get(n, {}).get("last_disconnect")}
                 for n in self.config.node_ids]

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import socketio
 
 from .errors import ServerError
-from .service import Message, Service, node_room, researcher_room
+from .service import RESEARCHERS_ROOM, Message, Service, node_room, researcher_room
 from .validation import is_id
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/"
+# The checker wakes at the next moment a node's state can change; this floor keeps a deadline
+# that floating point puts a hair early from turning into a tight loop.
+MIN_CHECK_SECONDS = 0.01
 
 
 class SocketHandlers:
@@ -20,9 +24,32 @@ class SocketHandlers:
         self.sio = sio
         self.service = service
         self.peers: dict[str, tuple[str, str]] = {}  # sid -> ("node"|"researcher", id)
+        self._wake = asyncio.Event()
         for name in ("connect", "disconnect", "node_connection_request", "algorithm_status_change",
-                     "run_result", "command_rejected", "command_request", "algorithm_progress"):
+                     "run_result", "command_rejected", "command_request", "algorithm_progress",
+                     "node_heartbeat"):
             sio.on(name, getattr(self, "on_" + name))
+
+    async def presence_checker(self, _app: Any = None):
+        """aiohttp cleanup context: one task that moves nodes by their silence (CONTRACTS §2)."""
+        task = asyncio.create_task(self._check_presence(), name="presence-checker")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _check_presence(self) -> None:
+        while True:
+            due = self.service.next_presence_check()
+            timeout = None if due is None else max(due - self.service.now(), MIN_CHECK_SECONDS)
+            # woken early when a node connects: its deadline may come before the one awaited
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                await self.send(self.service.check_presence())
+            except Exception:  # one failed emit must not end the watch over every node
+                log.exception("checking node presence failed")
 
     async def close(self) -> None:
         """Hang up on every client so the web server can stop without waiting for them."""
@@ -58,8 +85,9 @@ class SocketHandlers:
         if isinstance(key, str) and key in config.node_keys:
             node_id = config.node_keys[key]
             self.peers[sid] = ("node", node_id)
-            self.service.store.node_seen(node_id, online=True)
             log.info("node %s connected", node_id)
+            await self.send(self.service.node_connected(node_id))
+            self._wake.set()
             # The client counts as connected only once this handler has returned; events sent
             # before that could be dropped, so joining the room and resending happen after.
             self.sio.start_background_task(self._join_and_resend, sid, node_id)
@@ -67,6 +95,7 @@ class SocketHandlers:
             name = config.researcher_keys[key]
             self.peers[sid] = ("researcher", name)
             await self.sio.enter_room(sid, researcher_room(name))
+            await self.sio.enter_room(sid, RESEARCHERS_ROOM)
             log.info("researcher %s connected", name)
         else:
             log.warning("connection refused: invalid api key")
@@ -92,24 +121,37 @@ class SocketHandlers:
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         kind, ident = self.peers.pop(sid, (None, None))
         if kind == "node":
-            still_online = any(p == ("node", ident) for p in self.peers.values())
-            if not still_online:
-                self.service.store.node_seen(ident, online=False)
             log.info("node %s disconnected", ident)
+            await self.send(self.service.node_disconnected(ident))
 
     def _peer(self, sid: str, kind: str) -> str | None:
         peer_kind, ident = self.peers.get(sid, (None, None))
         return ident if peer_kind == kind else None
 
+    async def _node(self, sid: str) -> str | None:
+        """The node behind ``sid`` (None for others); every event of a node is a sign of life."""
+        node_id = self._peer(sid, "node")
+        if node_id is not None:
+            await self.send(self.service.node_alive(node_id))
+        return node_id
+
+    async def on_node_heartbeat(self, sid: str, data: Any = None, *_extra: Any) -> dict:
+        node_id = self._peer(sid, "node")
+        if node_id is None:
+            return {"ok": False, "error": "only nodes send heartbeats"}
+        ack, messages = self.service.node_heartbeat(node_id, data)
+        await self.send(messages)
+        return ack
+
     # Events may come with no argument or with several (any Socket.IO client can send them):
     # without these defaults the handler raised TypeError and the sender never got an answer.
     async def on_node_connection_request(self, sid: str, data: Any = None, *_extra: Any) -> None:
-        node_id = self._peer(sid, "node")
+        node_id = await self._node(sid)
         version = data.get("version") if isinstance(data, dict) else None
         log.info("node %s announced itself (version %s)", node_id, version)
 
     async def on_algorithm_status_change(self, sid: str, data: Any = None, *_extra: Any) -> dict:
-        node_id = self._peer(sid, "node")
+        node_id = await self._node(sid)
         if node_id is None:
             return {"ok": False, "error": "only nodes report status changes"}
         try:
@@ -120,7 +162,7 @@ class SocketHandlers:
         return {"ok": True}
 
     async def on_algorithm_progress(self, sid: str, data: Any = None, *_extra: Any) -> dict:
-        node_id = self._peer(sid, "node")
+        node_id = await self._node(sid)
         if node_id is None:
             return {"ok": False, "error": "only nodes report progress"}
         try:
@@ -131,7 +173,7 @@ class SocketHandlers:
         return {"ok": True}
 
     async def on_run_result(self, sid: str, data: Any = None, *_extra: Any) -> dict:
-        node_id = self._peer(sid, "node")
+        node_id = await self._node(sid)
         if node_id is None:
             return {"ok": False, "error": "only nodes report results"}
         try:
@@ -143,7 +185,7 @@ class SocketHandlers:
         return ack
 
     async def on_command_rejected(self, sid: str, data: Any = None, *_extra: Any) -> None:
-        node_id = self._peer(sid, "node")
+        node_id = await self._node(sid)
         if isinstance(data, dict):
             log.warning("node %s rejected run %s: %s", node_id, data.get("run_id"),
                         str(data.get("error"))[:500])

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
     online INTEGER NOT NULL,
     last_connect REAL,
-    last_disconnect REAL
+    last_disconnect REAL,
+    last_seen REAL                    -- last sign of life, written when the node's state changes
 );
 """
 
@@ -60,6 +61,9 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._clock = clock
         self._db.executescript(_SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(nodes)")}
+        if "last_seen" not in columns:  # a database made before heartbeats existed
+            self._db.execute("ALTER TABLE nodes ADD COLUMN last_seen REAL")
         # Nobody is connected to a server that just started.
         self._db.execute("UPDATE nodes SET online = 0")
 
@@ -176,10 +180,20 @@ class Store:
             f"ON CONFLICT(node_id) DO UPDATE SET online = excluded.online, {column} = excluded.{column}",
             (node_id, int(online), now))
 
+    def node_presence(self, node_id: str, online: bool, last_seen: float | None) -> None:
+        """Record a change of a node's liveness (CONTRACTS §2): online flag, last sign of life."""
+        self._db.execute(
+            "INSERT INTO nodes (node_id, online, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT(node_id) DO UPDATE SET online = excluded.online, "
+            "last_seen = coalesce(max(last_seen, excluded.last_seen), last_seen, "
+            "excluded.last_seen)",
+            (node_id, int(online), last_seen))
+
     def nodes(self) -> dict[str, dict]:
         rows = self._db.execute("SELECT * FROM nodes").fetchall()
         return {r["node_id"]: {"online": bool(r["online"]), "last_connect": r["last_connect"],
-                               "last_disconnect": r["last_disconnect"]} for r in rows}
+                               "last_disconnect": r["last_disconnect"],
+                               "last_seen": r["last_seen"]} for r in rows}
 
     # --- helpers --------------------------------------------------------------------------
     def _run(self, row: sqlite3.Row) -> dict:

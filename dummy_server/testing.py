@@ -32,6 +32,12 @@ def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "cond
         time.sleep(interval)
 
 
+def emitter_command(url: str, key: str, *args: str) -> tuple[list[str], dict]:
+    """argv and environment to run the command emitter against ``url`` as a researcher."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "V6_SERVER_URL": url, "V6_RESEARCHER_KEY": key}
+    return [sys.executable, "-m", "dummy_server.command_emitter", *args], env
+
+
 class Process:
     """A child process that writes its bound port to a file once it serves."""
 
@@ -146,6 +152,10 @@ class FakeNode:
             "run_id": command["run_id"], "task_id": command.get("task_id", command["run_id"]),
             "parent_id": command.get("parent_id"), "status": status, "data": data,
             "logs": logs}, timeout=10)
+
+    def heartbeat(self, runs_active: int = 0) -> dict:
+        return self.sio.call("node_heartbeat", {"sent_at": time.time(), "runs_active": runs_active,
+                                                "version": "test"}, timeout=10)
 
     def close(self) -> None:
         self.sio.disconnect()

@@ -18,6 +18,8 @@ MAX_DATABASES = 64
 MAX_NAME = 200
 MAX_LEGACY_ID = 2 ** 52  # the upper half of the id space stays free for later tasks
 MAX_DEPTH = 64  # nesting of lists/objects in a task's input or a relayed payload
+# optional task fields that reach the node's command as given
+COMMAND_KEYS = ("arguments", "resources", "deadline_seconds", "service")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,11 @@ class TaskRequest:
     name: str | None
     resources: dict | None
     deadline_seconds: int | None
+    service: dict | None = None  # a companion service, checked by the node (CONTRACTS §10)
 
     def spec(self) -> dict:
         spec = {"image": self.image, "input": self.input, "databases": self.databases}
-        for key in ("arguments", "resources", "deadline_seconds"):
+        for key in COMMAND_KEYS:
             if getattr(self, key) is not None:
                 spec[key] = getattr(self, key)
         return spec
@@ -91,7 +94,7 @@ def parse_task_request(body: Any, known_nodes: list[str]) -> TaskRequest:
         raise BadRequest("request body: expected a JSON object")
     check_plain_json(body, "request body")
     allowed = {"image", "input", "arguments", "databases", "nodes", "name", "resources",
-               "deadline_seconds"}
+               "deadline_seconds", "service"}
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise BadRequest(f"unknown keys: {', '.join(unknown)}")
@@ -131,9 +134,13 @@ def parse_task_request(body: Any, known_nodes: list[str]) -> TaskRequest:
     deadline = body.get("deadline_seconds")
     if deadline is not None and not is_id(deadline):
         raise BadRequest("deadline_seconds: expected a positive integer")
+    service = body.get("service")
+    if service is not None and not isinstance(service, dict):
+        # the node checks the rest, against its own policy (allowed images, databases)
+        raise BadRequest("service: expected an object with at least 'image' and 'port'")
     return TaskRequest(image=image, input=body.get("input"), arguments=arguments,
                        databases=databases, nodes=nodes, name=name, resources=resources,
-                       deadline_seconds=deadline)
+                       deadline_seconds=deadline, service=service)
 
 
 def parse_legacy_request(payload: Any, known_nodes: list[str]) -> tuple[dict, list[str]]:

@@ -1,5 +1,6 @@
 """Command line: ``python -m localcluster serve --state-dir DIR [--port 0] [--images FILE ...]
-[--history N] [--pod-network host|isolated|auto] [--pod-cidr CIDR] [--egress-allow HOST:PORT ...]``,
+[--history N] [--pod-network host|isolated|auto] [--pod-cidr CIDR] [--egress-allow HOST:PORT ...]
+[--runtime process|docker]``,
 ``python -m localcluster cleanup-network`` (removes what killed clusters left of their pod
 networks) and ``python -m localcluster demo ...`` (see localcluster.stack).
 
@@ -8,6 +9,11 @@ its plain behaviour; the demo and integration stack (`localcluster.stack`) ask f
 (isolated when root with ``ip`` and ``nft``). ``DIR/network.json`` describes the network
 (``mode``, and when isolated ``gateway``, ``subnet``, ``egress``); it is written before the
 kubeconfig.
+
+The container runtime is ``process`` (pods as local processes, the default) or ``docker`` (pods as
+Docker containers from locally built images, `localcluster.runtime.docker`, with the pod network
+of `localcluster.docker_net`; ``--pod-network`` does not apply then). ``--runtime`` defaults to
+the environment variable ``LOCALCLUSTER_RUNTIME``, else ``process``.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -24,8 +31,10 @@ from pathlib import Path
 
 from localcluster.netns import (DEFAULT_CIDR, MODES, NetworkError, NetworkSettings,
                                 cleanup_leftovers, open_network, parse_egress)
+from localcluster.tls import TlsError
 
 log = logging.getLogger("localcluster")
+RUNTIMES = ("process", "docker")
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,9 @@ class ServeSettings:
     host: str = "127.0.0.1"
     bookmark_interval: float = 60.0
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    runtime: str = "process"  # process | docker
+    insecure_http: bool = False  # debugging only: kubectl refuses tokens over plain http
+    host_root: Path | None = None  # the node's filesystem for hostPath volumes (None: /)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="isolated mode: where pods may connect (repeatable); HOST is an IPv4 "
                         "address of this host or 'gateway' (the host's address in the pod "
                         "network, where e.g. the proxy listens)")
+    s.add_argument("--insecure-http", action="store_true",
+                   help="serve plain HTTP instead of HTTPS (debugging only: kubectl and "
+                        "client-go send no token over plain http)")
+    s.add_argument("--runtime", choices=RUNTIMES,
+                   default=os.environ.get("LOCALCLUSTER_RUNTIME") or "process",
+                   help="process: pods run as local processes; docker: as Docker containers "
+                        "of locally built images, isolated by Docker networks per their "
+                        "NetworkPolicies (needs a Docker engine; env LOCALCLUSTER_RUNTIME)")
+    s.add_argument("--host-root", type=Path, default=None, metavar="DIR",
+                   help="hostPath volumes: /x is DIR/x, the filesystem of the cluster node "
+                        "(as in a k3d node container); default: this machine's paths")
     s.add_argument("--log-level", default="INFO")
     sub.add_parser("cleanup-network",
                    help="remove pod networks left by local clusters that were killed")
@@ -73,13 +96,30 @@ async def _serve(settings: ServeSettings) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     kc_path = settings.state_dir / "kubeconfig"
     kc_path.unlink(missing_ok=True)  # a stale file would look like a ready cluster
-    cleanup_leftovers(settings.network.run_dir)
-    network = open_network(settings.network)
+    if settings.runtime == "docker":
+        network = _open_docker()
+    else:
+        cleanup_leftovers(settings.network.run_dir)
+        network = open_network(settings.network)
     try:
         _write_json(settings.state_dir / "network.json", network.describe())
         return await _serve_with(settings, kc_path, network)
     finally:
         network.close()
+
+
+def _open_docker():
+    from localcluster.docker_client import docker_unavailable
+    from localcluster.docker_firewall import cleanup_host_guards
+    from localcluster.docker_net import DockerNetwork
+    from localcluster.runtime.docker import cleanup_leftovers as cleanup_docker
+
+    why = docker_unavailable()
+    if why:
+        raise NetworkError(f"--runtime docker is not possible: {why}")
+    cleanup_docker()
+    cleanup_host_guards()
+    return DockerNetwork(secrets.token_hex(3))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -92,6 +132,7 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
     from aiohttp import web
 
     from localcluster import kubeconfig
+    from localcluster import tls as cluster_tls
     from localcluster.api import ApiSettings, make_app
     from localcluster.store import Store
 
@@ -100,7 +141,12 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
                       bookmark_interval=settings.bookmark_interval)
     runner = web.AppRunner(make_app(store, api), shutdown_timeout=2.0, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    tls = None
+    if not settings.insecure_http:  # a new CA per cluster; pods on a pod network use its gateway
+        gateway = network.describe().get("gateway")
+        tls = cluster_tls.create(settings.state_dir, (gateway,) if gateway else ())
+    site = web.TCPSite(runner, settings.host, settings.port,
+                       ssl_context=tls.server_context() if tls else None)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     api.server_address = f"{settings.host}:{port}"
@@ -110,12 +156,21 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    controllers = _start_controllers(store, settings, network)
+    access = None
+    if tls is not None:  # in-cluster clients send their token, so only over https
+        from localcluster.incluster import InClusterAccess, RootCaPublisher
+        pod_host = network.describe().get("gateway") or settings.host
+        if pod_host != settings.host:  # pods on the pod network reach the API at its gateway
+            await web.TCPSite(runner, pod_host, port, ssl_context=tls.server_context()).start()
+        access = InClusterAccess(store, port, pod_host)
+        api.authenticate = access.authenticate
+        RootCaPublisher(store, tls.ca_pem).start()
+    controllers = _start_controllers(store, settings, network, access)
     exit_code = 0
     if controllers is not None:
         controllers.add_done_callback(lambda t: stop.set())
-    server = f"http://{settings.host}:{port}"
-    kubeconfig.write(kc_path, server, api.token)
+    server = f"{'https' if tls else 'http'}://{settings.host}:{port}"
+    kubeconfig.write(kc_path, server, api.token, ca_pem=tls.ca_pem if tls else None)
     log.info("serving the Kubernetes API on %s (state in %s)", server, settings.state_dir)
     await stop.wait()
     log.info("stopping")
@@ -137,7 +192,8 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
     return exit_code
 
 
-def _start_controllers(store, settings: ServeSettings, network) -> asyncio.Task | None:
+def _start_controllers(store, settings: ServeSettings, network,
+                       access=None) -> asyncio.Task | None:
     try:
         controllers = importlib.import_module("localcluster.controllers")
     except ModuleNotFoundError as e:
@@ -146,11 +202,29 @@ def _start_controllers(store, settings: ServeSettings, network) -> asyncio.Task 
         log.warning("localcluster.controllers is missing: serving without controllers")
         return None
     kwargs = {}
-    if network.mode != "host":  # the host network is the kubelet's default
+    if network.mode == "docker":
+        from localcluster.docker_images import DockerImages
+        from localcluster.kubelet import KubeletConfig
+        from localcluster.runtime.docker import DockerRuntime
+        kwargs["kubelet_config"] = KubeletConfig(
+            network=network, runtime=DockerRuntime(network.cluster), images=DockerImages())
+    elif network.mode != "host":  # the host network is the kubelet's default
         from localcluster.kubelet import KubeletConfig
         kwargs["kubelet_config"] = KubeletConfig(network=network)
+    from localcluster.kubelet import KubeletConfig
+    config = kwargs.setdefault("kubelet_config", KubeletConfig())
+    config.incluster, config.host_root = access, settings.host_root
     return asyncio.ensure_future(controllers.run_controllers(
         store, state_dir=settings.state_dir, image_files=list(settings.images), **kwargs))
+
+
+def _cleanup_docker() -> list[str]:
+    from localcluster.docker_client import docker_unavailable
+    if docker_unavailable():
+        return []
+    from localcluster.docker_firewall import cleanup_host_guards
+    from localcluster.runtime.docker import cleanup_leftovers as cleanup_docker
+    return cleanup_docker() + cleanup_host_guards()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "cleanup-network":
-        removed = cleanup_leftovers()
+        removed = cleanup_leftovers() + _cleanup_docker()
         print("\n".join(removed) or "nothing to remove")
         return 0
     try:
@@ -173,10 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     settings = ServeSettings(state_dir=args.state_dir.resolve(), port=args.port,
                              images=[p.resolve() for p in args.images], history=args.history,
-                             bookmark_interval=args.bookmark_interval, network=network)
+                             bookmark_interval=args.bookmark_interval, network=network,
+                             insecure_http=args.insecure_http, runtime=args.runtime,
+                             host_root=args.host_root.resolve() if args.host_root else None)
     try:
         return asyncio.run(_serve(settings))
-    except NetworkError as e:
+    except (NetworkError, TlsError) as e:
         log.error("%s", e)
         return 1
 

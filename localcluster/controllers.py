@@ -1,7 +1,7 @@
 """All controllers of the local cluster, run in the API server's event loop.
 
-`run_controllers` starts the Job and TTL controllers and the kubelet (with the process runtime)
-and runs until cancelled; on cancel every pod process gets SIGTERM, then SIGKILL.
+`run_controllers` starts the Job, TTL and Deployment controllers and the kubelet (with the process
+runtime) and runs until cancelled; on cancel every pod process gets SIGTERM, then SIGKILL.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from localcluster.deployments import DeploymentController
 from localcluster.jobs import JobController
 from localcluster.kubelet import Kubelet, KubeletConfig
 from localcluster.registry import DEFAULT_IMAGES_FILE, Registry
@@ -26,10 +27,12 @@ async def run_controllers(store, state_dir: Path, image_files: list[Path],
     jobs = JobController(store)
     kubelet.start()
     jobs_task = asyncio.ensure_future(jobs.run())
+    deployments_task = asyncio.ensure_future(DeploymentController(store).run())
     log.info("controllers running (images: %s)", ", ".join(registry.names()))
     try:
         await asyncio.Future()  # until cancelled
     finally:
         jobs_task.cancel()
-        await asyncio.gather(jobs_task, return_exceptions=True)
+        deployments_task.cancel()
+        await asyncio.gather(jobs_task, deployments_task, return_exceptions=True)
         await kubelet.close()

@@ -10,6 +10,12 @@ shorter than a real kubelet's 10s…5min), and writes the pod status and core/v1
 kubelet does. A pod marked for deletion gets SIGTERM, SIGKILL after its grace period, and is then
 removed from the store (``delete(..., grace_period_seconds=0)``).
 
+Runtimes: the process runtime (`runtime.process`, the default) or, in docker mode
+(``serve --runtime docker``), `runtime.docker` with the pod network `docker_net` and images from
+the local engine (`docker_images.DockerImages`) — given as ``KubeletConfig.runtime``/``images``/
+``network``. The docker network also gets the store (NetworkPolicies, Services) and reports
+policies it cannot enforce: such a pod does not start (Warning ``NetworkPolicyUnsupported``).
+
 Logs: `read_log` (re-exported from `kubelet_logs`) serves ``pods/{name}/log``; files are kept until
 the pod is deleted.
 
@@ -25,6 +31,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from localcluster.docker_net import DockerNetwork, NetworkPolicyUnsupported
+from localcluster.incluster import InClusterAccess
 from localcluster.kubelet_events import EventRecorder
 from localcluster.kubelet_logs import LogError, read_log, resolve_log_path
 from localcluster.kubelet_pod import TERMINAL, PodWorker
@@ -32,7 +40,7 @@ from localcluster.kubelet_spec import NODE_NAME, parse_quantity, pod_requests
 from localcluster.netns import HostNetwork, IsolatedNetwork, NetworkError, PodNet
 from localcluster.registry import Registry
 from localcluster.resources import CONFIGMAPS, PODS, SECRETS
-from localcluster.runtime.base import Runtime
+from localcluster.runtime.base import ContainerSpec, Runtime
 
 __all__ = ["Kubelet", "KubeletConfig", "read_log", "resolve_log_path", "LogError"]
 
@@ -47,7 +55,15 @@ class KubeletConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 10.0
     retry_interval: float = 2.0  # re-check of unschedulable pods and failed mounts
-    network: HostNetwork | IsolatedNetwork | None = None  # None: the host's (localcluster.netns)
+    # None: the host's (localcluster.netns); docker mode: a docker_net.DockerNetwork
+    network: HostNetwork | IsolatedNetwork | DockerNetwork | None = None
+    # docker mode: the runtime and image source (docker_images.DockerImages) replace those
+    # run_controllers passes (the process runtime and the YAML registry)
+    runtime: Runtime | None = None
+    images: object | None = None
+    # In-cluster access (tokens, KUBERNETES_SERVICE_*; localcluster.incluster); None: neither.
+    incluster: InClusterAccess | None = None
+    host_root: Path | None = None  # hostPath /x is host_root/x (the node's filesystem); None: /
 
     def allocatable_quantities(self) -> dict[str, Decimal]:
         return {k: parse_quantity(v) for k, v in self.allocatable.items()}
@@ -59,12 +75,15 @@ class Kubelet:
                  config: KubeletConfig | None = None) -> None:
         self.store = store
         self.state_dir = Path(state_dir)
-        self.registry = registry
-        self.runtime = runtime
         self.config = config or KubeletConfig()
+        self.registry = self.config.images or registry
+        self.runtime = self.config.runtime or runtime
         self.allocatable = self.config.allocatable_quantities()
         self.network = self.config.network or HostNetwork()
         self.events = EventRecorder(store, self.config.node_name)
+        if hasattr(self.network, "attach"):  # the docker network reads policies and services
+            self.network.attach(store, self.events)
+        self.worker_class = ImagePodWorker if hasattr(self.runtime, "runs_images") else PodWorker
         self.workers: dict[str, PodWorker] = {}
         self.closing = False
 
@@ -102,7 +121,7 @@ class Kubelet:
             if worker is None:
                 if obj["metadata"].get("deletionTimestamp") and not node:
                     return
-                self.workers[uid] = PodWorker(self, obj)
+                self.workers[uid] = self.worker_class(self, obj)
             else:
                 worker.update(obj)
         elif res in (SECRETS, CONFIGMAPS):
@@ -131,14 +150,34 @@ class Kubelet:
         delay = self.config.backoff_initial
         while True:
             try:
+                if self.network.mode == "docker":
+                    return await self.network.setup(worker.uid, host_network, worker.pod)
                 return await self.network.setup(worker.uid, host_network)
+            except NetworkPolicyUnsupported as e:
+                # not started: a policy that cannot be enforced is never silently ignored
+                self.events.record(worker.pod, "Warning", "NetworkPolicyUnsupported",
+                                   f"Pod not started: {e}")
             except NetworkError as e:
                 self.events.record(worker.pod, "Warning", "FailedCreatePodSandBox",
                                    f"Failed to create pod sandbox: {e}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.backoff_max)
 
+    def service_env(self, worker: PodWorker) -> dict[str, str]:
+        """The ``kubernetes`` Service's variables for the worker's pod ({} without access)."""
+        access = self.config.incluster
+        return access.service_env(worker.pod) if access is not None else {}
+
     def lookup(self, res):
         def get(ns: str, name: str) -> dict | None:
             return self.store.try_get(res, ns, name)
         return get
+
+
+class ImagePodWorker(PodWorker):
+    """The pod worker for runtimes that run images (docker): each container's spec also names
+    its image (the id resolved from the engine) and pod."""
+
+    async def _container_spec(self, c: dict, cs: dict, *args, **kwargs) -> ContainerSpec:
+        spec = await super()._container_spec(c, cs, *args, **kwargs)
+        return self.k.runtime.runs_images(spec, self.pod, c, cs.get("imageID"))

@@ -1,10 +1,12 @@
-"""Container supervision of the kubelet's pod worker: image, configuration, start, restarts."""
+"""Container supervision of the kubelet's pod worker: image, configuration, start, probes
+(`kubelet_probes`), restarts."""
 from __future__ import annotations
 
 import asyncio
 import secrets as pysecrets
 
 from localcluster.kubelet_logs import log_file
+from localcluster.kubelet_probes import ContainerProbes
 from localcluster.kubelet_spec import (ConfigError, build_argv, build_env, cpu_limit_millis,
                                        identity, memory_limit)
 from localcluster.kubelet_status import rfc3339, waiting
@@ -25,7 +27,7 @@ class Backoff:
 
 
 class ContainerRunner:
-    """Mixin of PodWorker (which provides k, pod, running, statuses, _push, _pod_view...):
+    """Mixin of PodWorker (which provides k, pod, running, statuses, sidecars, _push...):
     runs one container through the kubelet's runtime."""
 
     async def _container_spec(self, c: dict, cs: dict, volumes: dict[str, Volume],
@@ -64,7 +66,7 @@ class ContainerRunner:
             try:
                 view = self._pod_view()
                 env = build_env(view, c, image, self.k.lookup(SECRETS), self.k.lookup(CONFIGMAPS),
-                                self.k.allocatable)
+                                self.k.allocatable, service_env=self.k.service_env(self))
                 ident = identity(view, c, image)
                 argv = build_argv(c, image, env)
                 mounts = container_mounts(view, c, volumes, env)
@@ -99,14 +101,26 @@ class ContainerRunner:
             self.running[name] = handle
             cs["containerID"] = f"local://{spec.id}"
             cs["state"] = {"running": {"startedAt": rfc3339(handle.started_at)}}
-            cs["started"] = True
-            cs["ready"] = not is_init
+            probes = None
+            if is_init:  # a run-to-completion init container has no probes (API validation)
+                cs["started"], cs["ready"] = True, False
+            else:
+                probes = ContainerProbes(self, c, cs, self.pod_ip or "", self.k.runtime, handle,
+                                         self._probe_kill(name, handle),
+                                         started.set if started is not None else None)
+                probes.initial()
             self._event("Normal", "Created", f"Created container {name}", name)
             self._event("Normal", "Started", f"Started container {name}", name)
             self._push()
-            if started is not None:
-                started.set()
-            st = await self.k.runtime.wait(handle)
+            probing = asyncio.ensure_future(probes.run()) if probes is not None else None
+            try:
+                st = await self.k.runtime.wait(handle)
+            finally:
+                # cancelled again until done: a cancel that lands as an awaited future completes
+                # can be lost (asyncio.wait_for of Python 3.11)
+                while probing is not None and not probing.done():
+                    probing.cancel()
+                    await asyncio.wait([probing], timeout=1.0)
             if self.running.get(name) is not handle:
                 return st.exit_code  # stopped by _kill_all, which records the status
             del self.running[name]
@@ -114,7 +128,10 @@ class ContainerRunner:
             if st.reason == "StartError":
                 self._event("Warning", "Failed", f"Error: failed to start container \"{name}\": "
                                                  f"{st.message}", name)
-            restart = policy == "Always" or (policy == "OnFailure" and st.exit_code != 0)
+            # a container killed for a failed probe is restarted unless the policy is Never
+            killed = probes is not None and probes.killed
+            restart = policy == "Always" or (policy == "OnFailure" and (st.exit_code != 0
+                                                                         or killed))
             if not restart:
                 self._push()
                 return st.exit_code
@@ -128,6 +145,28 @@ class ContainerRunner:
             self._push()
             await asyncio.sleep(delay)
             cs["restartCount"] += 1
+
+    def _probe_kill(self, name: str, handle: Container):
+        """How the probes of container `name` stop it after a failed startup/liveness probe."""
+        def kill(why: str, probe_grace: int | None) -> None:
+            message = f"Container {name} {why}"
+            if (self.restart_policy != "Never"
+                    or any(cs["name"] == name for cs in self.init_statuses)):
+                message += ", will be restarted"
+            self._event("Normal", "Killing", message, name)
+            grace = probe_grace if probe_grace is not None else (self.pod.get("spec") or {}).get(
+                "terminationGracePeriodSeconds", 30)
+            # a task of the pod's, not of the probes: they are cancelled when the container ends
+            task = asyncio.ensure_future(self.k.runtime.stop(handle, float(grace)))
+            self._kills.add(task)
+            task.add_done_callback(self._kills.discard)
+        return kill
+
+    def probe_event(self, container: str, etype: str, reason: str, message: str) -> None:
+        self._event(etype, reason, message, container)
+
+    def probe_changed(self) -> None:
+        self._push()
 
     # --- status ---
 
@@ -146,7 +185,9 @@ class ContainerRunner:
         if st.signal:
             term["signal"] = st.signal
         cs["state"] = {"terminated": term}
-        cs["ready"] = False
+        # a run-to-completion init container is ready once it succeeded (prober manager)
+        cs["ready"] = st.exit_code == 0 and cs["name"] not in self.sidecars and any(
+            i is cs for i in self.init_statuses)
         cs["started"] = False
 
     def _waiting(self, cs: dict, reason: str, message: str | None) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")
 HOST_IP = "127.0.0.1"
+MIN_SIDECAR_GRACE = 2.0  # the kubelet's minimum grace for a sidecar stopped after the others
 
 
 class PodWorker(ContainerRunner):
@@ -39,6 +40,8 @@ class PodWorker(ContainerRunner):
         self.phase = (pod.get("status") or {}).get("phase") or "Pending"
         self.conditions: list[dict] = list((pod.get("status") or {}).get("conditions") or [])
         self.init_statuses = [initial_status(c) for c in spec.get("initContainers") or []]
+        self.sidecars = [c["name"] for c in spec.get("initContainers") or []
+                         if c.get("restartPolicy") == "Always"]
         for cs in self.init_statuses:
             cs["state"] = waiting("PodInitializing")
         first = "PodInitializing" if self.init_statuses else "ContainerCreating"
@@ -118,22 +121,40 @@ class PodWorker(ContainerRunner):
         return self.k.state_dir / "pod-volumes" / self.uid
 
     async def _kill_all(self, grace: float) -> None:
+        """Regular containers first (together), then native sidecars one at a time in reverse
+        order of definition, each once the later ones have exited (KEP-753), all within
+        `grace` seconds — except a sidecar still gets a short grace of its own."""
         if not self.running:
             return
         if self.k.closing:
             self.removed = True  # nothing is written to the store any more
-        names = list(self.running)
-        for name in names:
-            self._event("Normal", "Killing", f"Stopping container {name}", name)
-        results = await asyncio.gather(
-            *(self.k.runtime.stop(self.running[n], grace) for n in names), return_exceptions=True)
-        for name, st in zip(names, results):
-            handle = self.running.pop(name)
-            cs = self._status_of(name)
-            if cs is not None and isinstance(st, ExitStatus):
-                self._set_terminated(cs, handle, st)
-        if not self.removed:
-            self._push()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        sidecars = [n for n in self.sidecars if n in self.running]
+        waves = [[n for n in self.running if n not in sidecars]]
+        if self.k.closing:  # the cluster shuts down: no ordering, all at once
+            waves[0] += sidecars
+        else:
+            waves += [[n] for n in reversed(sidecars)]
+        for i, wave in enumerate(waves):
+            names = [n for n in wave if n in self.running]
+            if not names:
+                continue
+            left = max(deadline - loop.time(), 0.0)
+            if i > 0 and grace > 0:
+                left = max(left, MIN_SIDECAR_GRACE)
+            for name in names:
+                self._event("Normal", "Killing", f"Stopping container {name}", name)
+            results = await asyncio.gather(
+                *(self.k.runtime.stop(self.running[n], left) for n in names),
+                return_exceptions=True)
+            for name, st in zip(names, results):
+                handle = self.running.pop(name)
+                cs = self._status_of(name)
+                if cs is not None and isinstance(st, ExitStatus):
+                    self._set_terminated(cs, handle, st)
+            if not self.removed:
+                self._push()
 
     async def _lifecycle(self) -> None:
         if self.phase in TERMINAL:
@@ -153,7 +174,9 @@ class PodWorker(ContainerRunner):
         spec = self.pod.get("spec") or {}
         for i, c in enumerate(spec.get("initContainers") or []):
             cs = self.init_statuses[i]
-            if c.get("restartPolicy") == "Always":  # a native sidecar: started, not awaited
+            if c.get("restartPolicy") == "Always":
+                # a native sidecar: not awaited, but the next one starts only once it is
+                # started (running, and its startupProbe succeeded if it has one)
                 started = asyncio.Event()
                 self.side_tasks.append(asyncio.ensure_future(
                     self._supervise(c, cs, volumes, "Always", False, started)))
@@ -164,6 +187,7 @@ class PodWorker(ContainerRunner):
             if code != 0:
                 self.init_failed = True
                 self._push()
+                await self._end_sidecars()
                 return
         self.init_done = True
         for cs in self.statuses:
@@ -173,7 +197,9 @@ class PodWorker(ContainerRunner):
         await asyncio.gather(*(self._supervise(c, self.statuses[i], volumes, self.restart_policy,
                                                False)
                                for i, c in enumerate(spec.get("containers") or [])))
-        # all containers are done for good: sidecars end with them
+        await self._end_sidecars()  # all containers are done for good: sidecars end with them
+
+    async def _end_sidecars(self) -> None:
         for t in self.side_tasks:
             t.cancel()
         await asyncio.gather(*self.side_tasks, return_exceptions=True)
@@ -188,8 +214,11 @@ class PodWorker(ContainerRunner):
         await asyncio.sleep(seconds)
         if self.phase in TERMINAL:
             return
-        self.lifecycle.cancel()
-        await asyncio.gather(self.lifecycle, return_exceptions=True)
+        # the containers' supervisors first: none may restart what is stopped below
+        others = [t for t in self.side_tasks if t is not asyncio.current_task()]
+        for t in (self.lifecycle, *others):
+            t.cancel()
+        await asyncio.gather(self.lifecycle, *others, return_exceptions=True)
         message = "Pod was active on the node longer than the specified deadline"
         self._event_pod("Normal", "DeadlineExceeded", message)
         await self._kill_all(float((self.pod.get("spec") or {}).get(
@@ -237,8 +266,11 @@ class PodWorker(ContainerRunner):
         backoff = Backoff(self.k.config.backoff_initial, self.k.config.retry_interval * 4)
         while True:
             try:
+                access = self.k.config.incluster
                 return prepare_volumes(self._pod_view(), self._volume_dir(), self.k.state_dir,
-                                       self.k.lookup(SECRETS), self.k.lookup(CONFIGMAPS))
+                                       self.k.lookup(SECRETS), self.k.lookup(CONFIGMAPS),
+                                       tokens=access.token_for if access else None,
+                                       host_root=self.k.config.host_root)
             except MountError as e:
                 self._event("Warning", "FailedMount", str(e))
             await self._wait_poke(backoff.next())
@@ -248,8 +280,13 @@ class PodWorker(ContainerRunner):
 
     def _status(self) -> dict:
         if self.phase not in TERMINAL:
-            self.phase = pod_phase(self.restart_policy, self.init_done, self.init_failed,
-                                   self.statuses)
+            phase = pod_phase(self.restart_policy, self.init_done, self.init_failed,
+                              self.statuses)
+            # as the kubelet since 1.27: the API sees a terminal phase only once every
+            # container, the native sidecars too, has stopped
+            if phase in TERMINAL and self.running and not self.removed:
+                phase = "Running" if self.init_done else "Pending"
+            self.phase = phase
         status: dict = {"phase": self.phase}
         if self.reason:
             status["reason"], status["message"] = self.reason, self.message
@@ -257,7 +294,8 @@ class PodWorker(ContainerRunner):
             status["conditions"] = [dict(c) for c in self.conditions]
             return status
         self.conditions = pod_conditions(self.conditions, self.phase, self.sandbox_ready,
-                                         self.init_done, self.init_statuses, self.statuses)
+                                         self.init_done, self.init_statuses, self.statuses,
+                                         self.sidecars)
         status["conditions"] = [dict(c) for c in self.conditions]
         status["hostIP"] = HOST_IP
         status["hostIPs"] = [{"ip": HOST_IP}]

@@ -163,11 +163,14 @@ def _key_ref(ref: dict, ns: str, lookup: Lookup, kind: str) -> str | None:
 
 
 def build_env(pod: dict, container: dict, image: Image, secrets: Lookup, configmaps: Lookup,
-              allocatable: dict[str, Decimal]) -> dict[str, str]:
-    """The container's environment: image env, HOSTNAME, envFrom, env (in order, expanded)."""
+              allocatable: dict[str, Decimal], *,
+              service_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The container's environment: image env, HOSTNAME, the Services' variables (service_env:
+    KUBERNETES_SERVICE_HOST ..., `localcluster.incluster.service_env`), envFrom, env (in order,
+    later ones win; $(VAR) in env values sees all before them)."""
     ns = pod["metadata"]["namespace"]
     env: dict[str, str] = {"PATH": DEFAULT_PATH, **image.env,
-                           "HOSTNAME": pod["metadata"]["name"]}
+                           "HOSTNAME": pod["metadata"]["name"], **(service_env or {})}
     declared: dict[str, str] = {}
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")

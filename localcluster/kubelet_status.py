@@ -86,19 +86,26 @@ def set_condition(conditions: list[dict], ctype: str, status: str, reason: str |
 
 
 def pod_conditions(existing: list[dict], phase: str, sandbox_ready: bool, init_done: bool,
-                   init_statuses: list[dict], statuses: list[dict]) -> list[dict]:
-    """PodReadyToStartContainers, Initialized, Ready, ContainersReady, PodScheduled."""
+                   init_statuses: list[dict], statuses: list[dict],
+                   sidecars: tuple[str, ...] | list[str] = ()) -> list[dict]:
+    """PodReadyToStartContainers, Initialized, Ready, ContainersReady, PodScheduled.
+
+    sidecars: names of the native sidecars (restartable init containers): one is initialized
+    once started, and its readiness counts for the pod's, before the containers' (as in
+    pkg/kubelet/status/generate.go)."""
     conds = [dict(c) for c in existing]
     set_condition(conds, "PodReadyToStartContainers", "True" if sandbox_ready else "False")
     if init_done:
         set_condition(conds, "Initialized", "True")
     else:
         pending = [cs["name"] for cs in init_statuses
-                   if "terminated" not in (cs.get("state") or {})
-                   or cs["state"]["terminated"].get("exitCode") != 0]
+                   if (not cs.get("started") if cs["name"] in sidecars else
+                       "terminated" not in (cs.get("state") or {})
+                       or cs["state"]["terminated"].get("exitCode") != 0)]
         set_condition(conds, "Initialized", "False", "ContainersNotInitialized",
                       f"containers with incomplete status: [{' '.join(pending)}]")
-    not_ready = [cs["name"] for cs in statuses if not cs.get("ready")]
+    counted = [cs for cs in init_statuses if cs["name"] in sidecars] + list(statuses)
+    not_ready = [cs["name"] for cs in counted if not cs.get("ready")]
     if phase in ("Succeeded", "Failed"):
         ready, reason, message = "False", "PodCompleted", None
     elif not_ready:

@@ -1,10 +1,12 @@
 """Volume set-up for the kubelet: each pod volume becomes a host path the runtime bind-mounts.
 
-hostPath (with its type checks), emptyDir (a directory in the pod's directory, removed with the
-pod; ``medium: Memory`` is a plain directory too), secret, configMap, downwardAPI and projected
-(files written from the objects), persistentVolumeClaim (``<state dir>/pvc/<ns>/<claim>``, kept
-across pods). Secret/configMap/downwardAPI/projected volumes are mounted read-only, as a kubelet
-does.
+hostPath (with its type checks; with a host root DIR, hostPath /x is DIR/x: the filesystem of
+"the cluster node", as a k3d node container has its own), emptyDir (a directory in the pod's
+directory, removed with the pod; ``medium: Memory`` is a plain directory too), secret, configMap,
+downwardAPI and projected (files written from the objects), persistentVolumeClaim
+(``<state dir>/pvc/<ns>/<claim>``, kept across pods). Secret/configMap/downwardAPI/projected
+volumes are mounted read-only, as a kubelet does. A projected ``serviceAccountToken`` gets a
+token from the cluster's issuer (`localcluster.incluster`), bound to the pod.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from localcluster.incluster import TokenError
 from localcluster.kubelet_spec import ConfigError, _field_value, expand
 from localcluster.runtime.base import Mount
 
@@ -34,6 +37,8 @@ class Volume:
 
 
 Lookup = Callable[[str, str], "dict | None"]
+# (pod, serviceAccountToken source) -> token; raises incluster.TokenError
+TokenSource = Callable[[dict, dict], str]
 
 _HOSTPATH_CHECKS = {
     "Directory": (stat.S_ISDIR, "is not a directory"),
@@ -44,11 +49,25 @@ _HOSTPATH_CHECKS = {
 }
 
 
-def _host_path(name: str, src: dict) -> Volume:
-    path = Path(src.get("path", ""))
+def node_path(path: Path, host_root: Path | None) -> Path:
+    """Where hostPath `path` (absolute) is on this machine: itself, or under the node's root."""
+    if host_root is None:
+        return path
+    return host_root / path.relative_to("/")
+
+
+def _host_path(name: str, src: dict, host_root: Path | None) -> Volume:
+    given = Path(src.get("path", ""))
     kind = src.get("type") or ""
-    if not path.is_absolute():
-        raise MountError(name, f"hostPath {path} must be absolute")
+    if not given.is_absolute():
+        raise MountError(name, f"hostPath {given} must be absolute")
+    path = node_path(given, host_root)
+    if host_root is not None:
+        # A symlink on the node resolves inside the node's filesystem, never to this machine's.
+        real = Path(os.path.realpath(path))
+        root = Path(os.path.realpath(host_root))
+        if real != root and root not in real.parents:
+            raise MountError(name, f"hostPath {given} leaves the node's filesystem {host_root}")
     try:
         if kind == "DirectoryOrCreate":
             path.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -159,9 +178,21 @@ def _downward_files(name: str, src: dict, pod: dict, default_mode: int) -> dict:
     return out
 
 
+def _token(name: str, pod: dict, src: dict, tokens: TokenSource | None) -> bytes:
+    if tokens is None:
+        raise MountError(name, "failed to fetch token: the cluster issues no service account "
+                               "tokens (in-cluster access is not set up)")
+    try:
+        return tokens(pod, src).encode()
+    except TokenError as e:
+        raise MountError(name, str(e)) from e
+
+
 def prepare_volumes(pod: dict, pod_dir: Path, state_dir: Path, secrets: Lookup,
-                    configmaps: Lookup, sa_token: str = "") -> dict[str, Volume]:
-    """Set up every pod volume; MountError for the first that fails."""
+                    configmaps: Lookup, *, tokens: TokenSource | None = None,
+                    host_root: Path | None = None) -> dict[str, Volume]:
+    """Set up every pod volume; MountError for the first that fails. tokens: the cluster's
+    issuer of service account tokens; host_root: the node's filesystem root (None: "/")."""
     ns = pod["metadata"]["namespace"]
     out: dict[str, Volume] = {}
     for vol in (pod.get("spec") or {}).get("volumes") or []:
@@ -169,7 +200,7 @@ def prepare_volumes(pod: dict, pod_dir: Path, state_dir: Path, secrets: Lookup,
         vdir = pod_dir / "volumes" / name
         try:
             if "hostPath" in vol:
-                out[name] = _host_path(name, vol["hostPath"])
+                out[name] = _host_path(name, vol["hostPath"], host_root)
             elif "emptyDir" in vol:
                 vdir.mkdir(parents=True, exist_ok=True)
                 os.chmod(vdir, 0o777)  # writable by any container uid, as a kubelet makes it
@@ -209,7 +240,7 @@ def prepare_volumes(pod: dict, pod_dir: Path, state_dir: Path, secrets: Lookup,
                         files.update(_downward_files(name, s["downwardAPI"], pod, mode))
                     elif "serviceAccountToken" in s:
                         path = _safe_rel(name, s["serviceAccountToken"].get("path", "token"))
-                        files[path] = (sa_token.encode(), mode)
+                        files[path] = (_token(name, pod, s["serviceAccountToken"], tokens), mode)
                 _write_files(vdir, files)
                 out[name] = Volume(vdir, True)
             else:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localcluster.netns_plan import (  # noqa: F401  (re-exported: the module's interface)
-    DEFAULT_CIDR, GATEWAY, KINDS, MODES, RUN_DIR, Egress, Layout, NetworkError, NetworkSettings,
+    DEFAULT_CIDR, GATEWAY, KINDS, MODES, RUN_DIR, SUBNET_PREFIX, Egress, Layout, NetworkError, NetworkSettings,
     host_batch, nft_script, parse_egress, parse_indexes, pod_batch, subnet_count, subnet_of)
 
 log = logging.getLogger(__name__)

@@ -229,6 +229,8 @@ class Stack:
             "job": {"deadline_seconds": 300, "termination_grace_seconds": 5},
             "completion": {"mode": spec.completion_mode},
             "health": {"host": "127.0.0.1", "port": free_port()},
+            # several nodes share this host: each picks a free port for its event socket
+            "live": {"node_pub_port": 0},
         }
         for key, value in spec.extra.items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):

@@ -13,7 +13,7 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from localcluster import defaults, validation
+from localcluster import defaults, incluster, validation
 from localcluster.deletion import FOREGROUND, DeletionMixin
 from localcluster.errors import (ApiError, Gone, already_exists, bad_request, conflict,
                                  forbidden, invalid, not_found)
@@ -140,6 +140,9 @@ class Store(DeletionMixin):
         meta["uid"] = str(uuid.uuid4())  # before defaulting: a Job's selector uses it
         if self._admission:
             defaults.apply_defaults(res, obj, creating=True)
+            if res == PODS:  # the ServiceAccount admission plugin (needs the account)
+                incluster.admit_pod(obj, self.try_get(SERVICEACCOUNTS, ns, (
+                    obj.get("spec") or {}).get("serviceAccountName") or "default"))
             validation.validate(res, obj)
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1

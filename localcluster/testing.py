@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 from localcluster import kubeconfig as kc
+from localcluster.tls import CA_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,6 +55,8 @@ class LocalCluster:
         self._session: requests.Session | None = None
         self.server = ""
         self.token = ""
+        # for requests' verify=: the cluster's CA file when it serves https (the default)
+        self.verify: str | bool = True
         self._api_clients: list[Any] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -81,10 +84,16 @@ class LocalCluster:
                 self.stop()
                 raise LocalClusterError(f"{problem}:\n{stderr}")
             time.sleep(0.02)
+        self._connect()
+        return self
+
+    def _connect(self) -> None:
+        """Read the kubeconfig the cluster wrote; open the session of metrics()/faults()."""
         self.server, self.token = kc.read_token(self.kubeconfig)
+        if self.server.startswith("https://"):
+            self.verify = str(self.state_dir / CA_FILE)
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {self.token}"
-        return self
 
     def stop(self) -> int | None:
         """SIGTERM, wait, SIGKILL (the whole process group) after the deadline."""
@@ -152,7 +161,9 @@ class LocalCluster:
     def _request(self, method: str, path: str, **kw) -> Any:
         if self._session is None:
             raise LocalClusterError("the local cluster is not running")
-        r = self._session.request(method, self.server + path, timeout=10, **kw)
+        # verify per request: REQUESTS_CA_BUNDLE in the environment beats a session's verify
+        r = self._session.request(method, self.server + path, timeout=10, verify=self.verify,
+                                  **kw)
         if r.status_code >= 400:
             raise LocalClusterError(f"{method} {path}: {r.status_code} {r.text}")
         return r.json()

@@ -18,10 +18,6 @@ K3D_KUBECONFIG := $(abspath $(K3D_DIR))/kubeconfig
 K3D_TASKS := $(abspath $(K3D_DIR))/tasks
 K3D_DATA := $(abspath algorithms/avg/data)
 IMAGE_TAG ?= latest
-# image name -> Dockerfile
-IMAGES := node:node/Dockerfile server:dummy_server/Dockerfile proxy:dummy_proxy/Dockerfile \
-          avg:algorithms/avg/Dockerfile diagnostics:algorithms/diagnostics/Dockerfile
-IMAGE_REFS := $(foreach i,$(IMAGES),v6-demo/$(firstword $(subst :, ,$(i))):$(IMAGE_TAG))
 # make e2e: the cluster the suite targets (k3d's by default, or KUBECONFIG=... / E2E_KUBECONFIG=...)
 E2E_KUBECONFIG ?= $(if $(filter k3d,$(K8S)),$(K3D_KUBECONFIG),$(or $(KUBECONFIG),$(K3D_KUBECONFIG)))
 KUBECTL_K3D := $(KUBECTL) --kubeconfig $(K3D_KUBECONFIG)
@@ -41,11 +37,10 @@ cluster:
 	chmod 0600 $(K3D_KUBECONFIG)
 	$(KUBECTL_K3D) wait --for=condition=Ready nodes --all --timeout=180s
 
-images:
-	set -e; for i in $(IMAGES); do \
-	  $(DOCKER) build -f "$${i#*:}" -t "v6-demo/$${i%%:*}:$(IMAGE_TAG)" . ; \
-	done
-	$(K3D) image import --cluster $(K3D_CLUSTER) $(IMAGE_REFS)
+# Building is mk/images.mk's (every image, base image made when it cannot be pulled).
+images: images-build
+	$(K3D) image import --cluster $(K3D_CLUSTER) \
+	  $$(IMAGE_TAG=$(IMAGE_TAG) localcluster/docker/build-images.sh --list)
 
 deploy:
 	$(KUBECTL_K3D) apply -k kubeconfs/

@@ -11,6 +11,7 @@ from node.cluster import Cluster, load_api_client
 from node.config import NodeConfig
 from node.errors import ClusterError
 from node.health import HealthServer, agent_alive
+from node.heartbeat import HeartbeatPolicy
 from node.ledger import Ledger
 from node.live import LiveManager
 from node.live_version import check_cluster_version
@@ -33,9 +34,13 @@ class NodeApp:
         Path(config.task_dir).mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(Path(config.task_dir) / "node-ledger.sqlite")
         self.workspace = Workspace(config)
+        beat = config.server_heartbeat
         self.link = ServerLink(config.server_url, config.api_key, config.node_id,
                                on_command=self._on_command, on_kill=self._on_kill,
-                               on_connected=self._on_connected, stop=self.stop_event)
+                               on_connected=self._on_connected, stop=self.stop_event,
+                               runs_active=lambda: len(self.agent.runs),
+                               heartbeat=HeartbeatPolicy(beat.interval_seconds, beat.suspect_after,
+                                                         beat.fail_after))
         self.reporter = Reporter(self.link, self.ledger, self.stop_event)
         self.live = (LiveManager(config.live, config.node_id, self.link.emit)
                      if config.live.enabled else None)

@@ -19,7 +19,7 @@ from node.config_read import (DNS_LABEL_RE, DNS_SUBDOMAIN_RE, LABEL_KEY_RE, LABE
                               RESOURCE_NAMES, StrictLoader, absolute_path, at_least, get_quantity, HOST_RE,
                               HOST_RULE, matches, non_empty, one_of, port_number, positive, relative_path,
                               read_resources, Section, show_key, type_of, http_url, parse_quantity)
-from node.config_live import LiveConfig, read_live
+from node.config_live import LiveConfig, ServerHeartbeatConfig, read_live, read_server_heartbeat
 from node.errors import ConfigError
 
 __all__ = ["NodeConfig", "DatabaseConfig", "KubernetesConfig", "ProxyConfig", "ImagesConfig", "ResourcesConfig",
@@ -150,6 +150,7 @@ class NodeConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    server_heartbeat: ServerHeartbeatConfig = field(default_factory=ServerHeartbeatConfig)
 
     def database(self, label: str) -> DatabaseConfig | None:
         for db in self.databases:
@@ -345,6 +346,7 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
                           port=h.get("port", int, 8081, check=port_number(0)))
     h.finish()
     live = read_live(top.section("live"))
+    server_heartbeat = read_server_heartbeat(top.section("server_heartbeat"))
     top.finish()
 
     if problems:
@@ -356,7 +358,8 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
     return NodeConfig(node_id=node_id, api_key=api_key, server_url=server_url,
                       task_dir=posixpath.normpath(task_dir), databases=databases, kubernetes=kubernetes,
                       proxy=proxy, images=images, job=job, storage=storage, completion=completion,
-                      output=output, limits=limits, health=health, live=live)
+                      output=output, limits=limits, health=health, live=live,
+                      server_heartbeat=server_heartbeat)
 
 
 def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> NodeConfig:

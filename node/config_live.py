@@ -1,4 +1,5 @@
-"""The ``live:`` section of the node configuration (CONTRACTS §8, §9): the live channel."""
+"""The ``live:`` and ``server_heartbeat:`` sections of the node configuration (CONTRACTS §2, §8,
+§9): the live channel to running algorithms, and the node's heartbeats to the server."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from node.config_read import (DNS_LABEL_RE, HOST_RE, HOST_RULE, LABEL_KEY_RE, LA
 @dataclass(frozen=True)
 class LiveConfig:
     """The live channel to running algorithms: a ZeroMQ sidecar in every algorithm pod."""
-    enabled: bool = False
+    enabled: bool = True  # every algorithm pod gets the sidecar (needs Kubernetes >= 1.29)
     pub_port: int = 5555              # the sidecar's PUB socket, on the pod IP
     rep_port: int = 5556              # the sidecar's REP socket (ping -> pong)
     heartbeat_seconds: float = 1.0
@@ -69,3 +70,25 @@ def read_live(sec: Section) -> LiveConfig:
         sec.problem("fail_after", f"must be more than live.suspect_after ({suspect})")
     # Built even when some values are bad: parse_config raises before anyone sees it.
     return LiveConfig(node_pod_labels=labels, **values)
+
+
+@dataclass(frozen=True)
+class ServerHeartbeatConfig:
+    """The node's heartbeats to the server and how long it waits for their acks (the server's
+    own ``heartbeat.interval_seconds`` must not be shorter than this interval)."""
+    interval_seconds: float = 5.0
+    suspect_after: int = 3            # missed acks before the server is suspected
+    fail_after: int = 6               # ... before the node drops the connection and reconnects
+
+
+def read_server_heartbeat(sec: Section) -> ServerHeartbeatConfig:
+    d = ServerHeartbeatConfig()
+    interval = sec.get("interval_seconds", float, d.interval_seconds, check=positive)
+    suspect = sec.get("suspect_after", int, d.suspect_after, check=at_least(1))
+    fail = sec.get("fail_after", int, d.fail_after, check=at_least(2))
+    sec.finish()
+    if suspect is not None and fail is not None and suspect >= fail:
+        sec.problem("fail_after", f"must be more than server_heartbeat.suspect_after ({suspect})")
+    return ServerHeartbeatConfig(interval_seconds=interval if interval is not None else d.interval_seconds,
+                                 suspect_after=suspect if suspect is not None else d.suspect_after,
+                                 fail_after=fail if fail is not None else d.fail_after)

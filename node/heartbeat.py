@@ -1,11 +1,14 @@
-"""Liveness of one sidecar as seen by the node: a small pure state machine, no I/O, no clock.
+"""Liveness of one peer as seen by the node: a small pure state machine, no I/O, no clock.
+
+Used for each run's sidecar (``node/live.py``: beats are its frames) and for the central server
+(``node/server_link.py``: beats are the server's acknowledgements of the node's heartbeats).
 
     alive ──(suspect_after beats missed)──▶ suspected ──(fail_after beats missed)──▶ failed
       ▲                                        │                                      │
       └────────────── any beat ────────────────┴──────────────── any beat ───────────┘
 
-One late beat moves a run at most to ``suspected``; only a silence of ``fail_after`` intervals
-marks it ``failed`` (unresponsive). A beat from a suspected or failed sidecar brings it back to
+One late beat moves a peer at most to ``suspected``; only a silence of ``fail_after`` intervals
+marks it ``failed`` (unresponsive). A beat from a suspected or failed peer brings it back to
 ``alive`` at once. The caller passes the time (``time.monotonic()``), which keeps this testable.
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ STATES = (ALIVE, SUSPECTED, FAILED)
 
 @dataclass(frozen=True)
 class HeartbeatPolicy:
-    interval: float = 1.0      # seconds between the sidecar's beats
+    interval: float = 1.0      # seconds between the peer's beats
     suspect_after: int = 3     # missed beats before a run is suspected
     fail_after: int = 6        # missed beats before it is failed (unresponsive)
 
@@ -34,7 +37,7 @@ class HeartbeatPolicy:
 
 @dataclass
 class Liveness:
-    """The state of one sidecar. ``beat`` and ``tick`` return the new state when it changed,
+    """The state of one peer. ``beat`` and ``tick`` return the new state when it changed,
     else None, so the caller reports transitions only."""
     policy: HeartbeatPolicy
     last_beat: float
@@ -43,8 +46,8 @@ class Liveness:
 
     @classmethod
     def start(cls, policy: HeartbeatPolicy, now: float, grace: float = 0.0) -> "Liveness":
-        """Following begins at ``now``; a sidecar still starting up gets ``grace`` seconds more
-        before its silence counts (its process may just have been started)."""
+        """Following begins at ``now``; a peer still starting up (a sidecar whose process may
+        just have been started) gets ``grace`` seconds more before its silence counts."""
         return cls(policy=policy, last_beat=now + grace)
 
     def missed(self, now: float) -> int:

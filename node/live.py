@@ -25,6 +25,7 @@ from node import live_frames as F
 from node.config import LiveConfig
 from node.errors import ClusterError
 from node.heartbeat import FAILED, HeartbeatPolicy, Liveness
+from node.manifests import SIDECAR_NAME
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,16 @@ DRAIN_SECONDS = 3.0
 
 
 def pod_address(pod: dict) -> str | None:
-    """The pod IP once its phase is Running, else None."""
+    """The pod IP while the sidecar can answer: the pod is Running, or the sidecar still runs
+    after the algorithm ended (the pod is then Succeeded/Failed or being deleted, and the sidecar
+    holds the last progress lines until the node fetched them). Else None."""
     status = pod.get("status") or {}
-    if status.get("phase") != "Running" or pod.get("metadata", {}).get("deletionTimestamp"):
+    sidecar_running = any(
+        cs.get("name") == SIDECAR_NAME and "running" in (cs.get("state") or {})
+        for cs in status.get("initContainerStatuses") or [])
+    running = status.get("phase") == "Running" and not pod.get("metadata", {}).get(
+        "deletionTimestamp")
+    if not (running or sidecar_running):
         return None
     return status.get("podIP") or None
 

@@ -20,6 +20,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+from node.companion import add_service
 from node.config import FILE_DATABASE_TYPES, NodeConfig, env_suffix
 from node.errors import RecoveryError
 from node.models import MAX_ID, TaskCommand
@@ -224,6 +225,11 @@ def build_sidecar(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         "ports": [{"name": "live-pub", "containerPort": live.pub_port, "protocol": "TCP"},
                   {"name": "live-rep", "containerPort": live.rep_port, "protocol": "TCP"}],
         "volumeMounts": [{"name": SIDECAR_NAME, "mountPath": LIVE_MOUNT, "readOnly": True}],
+        # the algorithm starts only once the sidecar listens: progress written before that
+        # would be lost with a fast algorithm (a sidecar without a startup probe counts as
+        # started as soon as its process runs)
+        "startupProbe": {"tcpSocket": {"port": "live-rep"}, "periodSeconds": 1,
+                         "failureThreshold": 30},
         "resources": {k: dict(v) for k, v in SIDECAR_RESOURCES.items()},
         "securityContext": _restricted(),
     }
@@ -271,6 +277,8 @@ def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         runtime_class = job.gpu_runtime_class_name
     if runtime_class:
         pod_spec["runtimeClassName"] = runtime_class
+    template: dict[str, Any] = {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
+    add_service(template, cmd, config, _restricted(), INPUT_CSV_DIR)  # CONTRACTS §10, if any
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -286,10 +294,7 @@ def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
             "parallelism": 1,
             "activeDeadlineSeconds": cmd.deadline_seconds,
             "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": pod_spec,
-            },
+            "template": template,
         },
     }
 

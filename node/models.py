@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.config import DNS_LABEL_RE, LABEL_RE, NodeConfig, parse_quantity
 from node.errors import PayloadError
@@ -21,6 +21,9 @@ from node.errors import PayloadError
 MAX_ID = 2**53
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_IMAGE_CHARS = 512
+
+if TYPE_CHECKING:
+    from node.companion import ServiceSpec
 
 
 class TaskStatus(str, enum.Enum):
@@ -75,6 +78,7 @@ class TaskCommand:
     resources: Resources
     deadline_seconds: int
     shape: str                      # "prototype" | "rich"
+    service: ServiceSpec | None = None  # a companion service (rich payloads only, CONTRACTS §10)
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class StatusReport:
 PROTOTYPE_FIELDS = frozenset({"run_id", "task_info", "image", "docker_input", "tmp_vol_name", "token",
                               "databases_to_use"})
 RICH_REQUIRED = frozenset({"run_id", "task_id", "image", "databases", "token"})
-RICH_FIELDS = RICH_REQUIRED | {"parent_id", "arguments", "input", "resources", "deadline_seconds"}
+RICH_FIELDS = RICH_REQUIRED | {"parent_id", "arguments", "input", "resources", "deadline_seconds", "service"}
 _PROTOTYPE_ONLY = PROTOTYPE_FIELDS - RICH_FIELDS
 _RICH_ONLY = RICH_FIELDS - PROTOTYPE_FIELDS
 
@@ -379,6 +383,8 @@ def _rich(c: _Checker, raw: dict, run_id: int) -> TaskCommand:
     c.policy(image, databases)
     resources = c.resources(raw.get("resources"))
     deadline = c.deadline(raw.get("deadline_seconds"))
+    from node.companion import parse_service  # it builds on this module
+    service = parse_service(c, raw.get("service"), deadline)
     return TaskCommand(run_id=run_id, task_id=task_id, parent_id=parent_id, image=image,
                        arguments=tuple(arguments), input_bytes=input_bytes, databases=databases, token=token,
-                       resources=resources, deadline_seconds=deadline, shape="rich")
+                       resources=resources, deadline_seconds=deadline, shape="rich", service=service)

@@ -2,21 +2,34 @@
 
 Inbound events are handed to callbacks at once; nothing here knows about Kubernetes. Connecting
 and reconnecting follow the node's retry policy (back-off with jitter).
+
+While connected the node sends ``node_heartbeat`` every interval and follows the server's
+acknowledgements with the heartbeat state machine (``node/heartbeat.py``). Socket.IO's own pings
+keep a connection "connected" as long as the transport answers, even when the server's
+application no longer handles events (a stalled server, a half-open proxy); when no beat has been
+acknowledged for ``fail_after`` intervals the node drops the connection and reconnects.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 import socketio
 
 from node import retry
 from node.errors import ServerLinkError
+from node.heartbeat import ALIVE, FAILED, SUSPECTED, HeartbeatPolicy, Liveness
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+# Until the node configuration has its own setting (CONTRACTS §2: 5 s, 3 and 6 beats).
+SERVER_HEARTBEAT = HeartbeatPolicy(interval=5.0, suspect_after=3, fail_after=6)
+# How often the session's state is looked at between beats: its disconnect callback may never come.
+POLL_SECONDS = 0.5
 
 
 class ServerLink:
@@ -32,7 +45,10 @@ class ServerLink:
                  on_command: Callable[[Any], None],
                  on_kill: Callable[[Any], dict],
                  on_connected: Callable[[], None] = lambda: None,
-                 stop: threading.Event):
+                 stop: threading.Event,
+                 heartbeat: HeartbeatPolicy = SERVER_HEARTBEAT,
+                 runs_active: Callable[[], int] = lambda: 0,
+                 clock: Callable[[], float] = time.monotonic):
         self.url = url
         self._api_key = api_key
         self.node_id = node_id
@@ -44,6 +60,18 @@ class ServerLink:
         self._lost = threading.Event()
         self.sio: socketio.Client | None = None
         self._thread: threading.Thread | None = None
+        self._policy = heartbeat
+        self._runs_active = runs_active
+        self._clock = clock
+        self._beat_lock = threading.Lock()  # acks arrive on the client's reader thread
+        self._liveness: Liveness | None = None
+        self._slow_warned = False
+
+    @property
+    def server_state(self) -> str | None:
+        """The server's liveness as the heartbeats show it; None while not connected."""
+        liveness = self._liveness
+        return None if liveness is None else liveness.state
 
     def _new_client(self) -> socketio.Client:
         sio = socketio.Client(reconnection=False, handle_sigint=False)
@@ -61,8 +89,9 @@ class ServerLink:
 
         @sio.event
         def disconnect(*_reason):
-            self.connected.clear()
-            self._lost.set()
+            if sio is self.sio:  # a late callback of an earlier client says nothing about this one
+                self.connected.clear()
+                self._lost.set()
 
         sio.on("command", self._on_command)
         sio.on("kill_task", self._on_kill)
@@ -75,7 +104,7 @@ class ServerLink:
     def _supervise(self) -> None:
         delays = retry.FOREVER.delays()
         while not self.stop_event.is_set():
-            sio = self._new_client()
+            sio = self.sio = self._new_client()
             try:
                 sio.connect(self.url, auth={"api_key": self._api_key},
                             transports=["websocket"], wait_timeout=10)
@@ -87,18 +116,61 @@ class ServerLink:
                 if self.stop_event.wait(delay):
                     return
                 continue
-            self.sio = sio
             delays = retry.FOREVER.delays()
-            # also poll the client's own state: its disconnect callback may never come
-            while not self.stop_event.is_set() and sio.connected \
-                    and sio.eio.state == "connected":
-                self._lost.wait(0.5)
-            self._lost.clear()
+            unresponsive = self._keep_alive(sio)
+            self._liveness = None
             self.connected.clear()
+            self._close(sio)  # also hangs up a session the server may still think alive
+            self._lost.clear()  # set by that hang-up; left set, the next session's waits would spin
             if not self.stop_event.is_set():
-                log.warning("disconnected from server %s; reconnecting", self.url)
+                if not unresponsive:
+                    log.warning("disconnected from server %s; reconnecting", self.url)
                 self.stop_event.wait(next(delays))
-            self._close(sio)
+
+    def _keep_alive(self, sio: socketio.Client) -> bool:
+        """Beat while the session lasts. True when it ends because the server stopped answering."""
+        interval = self._policy.interval
+        liveness = self._liveness = Liveness.start(self._policy, self._clock())
+        next_beat = self._clock()
+        while not self.stop_event.is_set() and sio.connected and sio.eio.state == "connected":
+            now = self._clock()
+            if now >= next_beat:
+                self._beat(sio, liveness)
+                next_beat = now + interval
+            with self._beat_lock:
+                change = liveness.tick(now)
+            if change == SUSPECTED:
+                log.warning("server %s has not acknowledged %d heartbeats; suspecting it",
+                            self.url, liveness.missed(now))
+            elif change == FAILED:
+                log.warning("server %s has not acknowledged %d heartbeats although the connection "
+                            "looks open; dropping it and reconnecting", self.url,
+                            liveness.missed(now))
+                return True
+            self._lost.wait(min(POLL_SECONDS, max(0.0, next_beat - self._clock())))
+        return False
+
+    def _beat(self, sio: socketio.Client, liveness: Liveness) -> None:
+        payload = {"sent_at": time.time(), "runs_active": self._runs_active(), "version": VERSION}
+        try:
+            sio.emit("node_heartbeat", payload, callback=functools.partial(self._acked, liveness))
+        except socketio.exceptions.SocketIOError as e:
+            log.debug("heartbeat not sent: %s", e)  # the session is ending; the loop notices
+
+    def _acked(self, liveness: Liveness, *answer: Any) -> None:
+        """Any answer is a sign of life; an ack of an earlier session updates only that one."""
+        with self._beat_lock:
+            change = liveness.beat(self._clock())
+        if change == ALIVE and liveness is self._liveness:
+            log.info("server %s acknowledges heartbeats again", self.url)
+        expected = answer[0].get("interval_seconds") if answer and isinstance(answer[0], dict) \
+            else None
+        if isinstance(expected, (int, float)) and expected < self._policy.interval \
+                and not self._slow_warned:
+            self._slow_warned = True  # once: it is a setting, it will not change by itself
+            log.warning("this node beats every %gs but server %s expects a beat every %gs: it "
+                        "will see the node as suspected or offline; lower the node's interval",
+                        self._policy.interval, self.url, expected)
 
     @staticmethod
     def _close(sio: socketio.Client) -> None:

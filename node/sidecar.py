@@ -50,6 +50,10 @@ class SidecarSettings:
     rep_port: int = DEFAULT_REP_PORT
     progress_file: Path = Path("/app/live/progress")
     heartbeat_seconds: float = 1.0
+    # after the algorithm ended: how long to wait for the node to fetch the last progress (a PUB
+    # message sent before the node connected is lost; the node's ping catches up). Kept well
+    # under the pod's termination grace period (10 s by default)
+    drain_seconds: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SidecarSettings":
@@ -78,11 +82,12 @@ class SidecarSettings:
         beat = number("LIVE_HEARTBEAT_SECONDS", 1.0, float)
         if beat <= 0:
             problems.append("LIVE_HEARTBEAT_SECONDS must be positive")
+        drain = number("LIVE_DRAIN_SECONDS", cls.drain_seconds, float)
         progress = env.get("PROGRESS_FILE") or "/app/live/progress"
         if problems:
             raise SidecarError("; ".join(problems))
         return cls(run_id=run_id, host=host, pub_port=pub, rep_port=rep,
-                   progress_file=Path(progress), heartbeat_seconds=beat)
+                   progress_file=Path(progress), heartbeat_seconds=beat, drain_seconds=drain)
 
 
 class ProgressTail:
@@ -127,6 +132,7 @@ class Sidecar:
         self.tail = ProgressTail(settings.progress_file)
         self.history: deque[dict] = deque(maxlen=HISTORY)
         self.seq = 0
+        self.delivered = 0  # the node has every progress event up to this seq (sent by pong)
         self.beats = 0
         self.state = "running"
         self.started = time.monotonic()
@@ -195,6 +201,7 @@ class Sidecar:
         if isinstance(after, bool) or not isinstance(after, int):
             after = 0
         missing = [e for e in self.history if e["seq"] > after][:F.MAX_REPLAY]
+        self.delivered = max(self.delivered, missing[-1]["seq"] if missing else after)
         return F.encode(self.s.run_id, F.PONG, {
             "state": self.state, "seq": self.seq, "beats": self.beats,
             "uptime": round(time.monotonic() - self.started, 3), "progress": missing})
@@ -212,17 +219,28 @@ class Sidecar:
                 next_beat = now + self.s.heartbeat_seconds
             self.poll_progress()
             timeout = max(0.0, min(TAIL_INTERVAL, next_beat - time.monotonic()))
-            if dict(poller.poll(timeout * 1000)).get(self.rep):
-                try:
-                    frames = self.rep.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
-                self.rep.send_multipart(self.answer(frames))
-        # the algorithm ended (the kubelet stops sidecars after the main containers): the
-        # last lines it wrote still go out
+            self._serve(poller, timeout)
+        # the algorithm ended (the kubelet stops sidecars after the main containers): the last
+        # lines it wrote still go out, and the sidecar answers pings until the node has them
+        # all (a fast algorithm may end before the node ever connected) or drain_seconds pass
         self.poll_progress()
         self.state = "stopped"
         self.heartbeat()
+        deadline = time.monotonic() + self.s.drain_seconds
+        while self.delivered < self.seq and (left := deadline - time.monotonic()) > 0:
+            self._serve(poller, min(TAIL_INTERVAL, left))
+        if self.delivered < self.seq:
+            log.warning("run %s: stopping with progress events %d..%d not fetched by the node",
+                        self.s.run_id, self.delivered + 1, self.seq)
+
+    def _serve(self, poller: zmq.Poller, timeout: float) -> None:
+        """Answer one ping if one comes within timeout seconds."""
+        if dict(poller.poll(timeout * 1000)).get(self.rep):
+            try:
+                frames = self.rep.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.rep.send_multipart(self.answer(frames))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from node.companion import SERVICE_NAME, ended_detail, read_annotation
+from node.manifests import CONTAINER_NAME
 from node.models import TaskStatus
 
 S = TaskStatus
@@ -89,6 +91,9 @@ class _Container:
     name: str
     waiting: tuple[str, str] | None            # (reason, message)
     terminated: tuple[str, int | None, str] | None  # (reason, exitCode, message)
+    started: bool = False
+    ran_before: tuple[str, int | None, str] | None = None  # lastState.terminated, as above
+    ran_seconds: float | None = None  # how long its last run lasted, when it ended
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class _Pod:
     scheduled: bool
     unschedulable: tuple[str, str] | None    # (message, lastTransitionTime)
     containers: tuple[_Container, ...]
+    service: dict | None = None    # the companion service's annotation (CONTRACTS §10)
 
 
 @dataclass(frozen=True)
@@ -128,16 +134,32 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _termination(terminated: Any) -> tuple[str, int | None, str] | None:
+    if not isinstance(terminated, dict):
+        return None
+    code = terminated.get("exitCode")
+    return (_text(terminated.get("reason")), code if isinstance(code, int) else None,
+            _text(terminated.get("message")))
+
+
 def _container(status: dict) -> _Container:
     waiting = _d(status, "state", "waiting")
-    terminated = _d(status, "state", "terminated")
     return _Container(
         name=_text(status.get("name")),
         waiting=(_text(waiting.get("reason")), _text(waiting.get("message"))) if isinstance(waiting, dict) else None,
-        terminated=(_text(terminated.get("reason")),
-                    terminated.get("exitCode") if isinstance(terminated.get("exitCode"), int) else None,
-                    _text(terminated.get("message"))) if isinstance(terminated, dict) else None,
+        terminated=_termination(_d(status, "state", "terminated")),
+        started=status.get("started") is True,
+        ran_before=_termination(_d(status, "lastState", "terminated")),
+        ran_seconds=_duration(_d(status, "state", "terminated") or _d(status, "lastState", "terminated")),
     )
+
+
+def _duration(terminated: Any) -> float | None:
+    if not isinstance(terminated, dict):
+        return None
+    start = _parse_time(_text(terminated.get("startedAt")))
+    end = _parse_time(_text(terminated.get("finishedAt")))
+    return (end - start).total_seconds() if start is not None and end is not None else None
 
 
 def _pod(pod: dict) -> _Pod:
@@ -159,6 +181,7 @@ def _pod(pod: dict) -> _Pod:
         scheduled=sched is not None and sched.get("status") == "True",
         unschedulable=unschedulable,
         containers=tuple(_container(s) for s in statuses),
+        service=read_annotation(_d(pod, "metadata", "annotations")),
     )
 
 
@@ -268,6 +291,37 @@ def _job_failed(f: _Facts) -> RunState | None:
                           f"({reason or 'no reason given'})", message), reason)
 
 
+def _service(f: _Facts) -> RunState | None:
+    """A companion service that never became ready, before the algorithm could start (§10).
+    Once the algorithm has run, the service was ready; what happens later is the algorithm's."""
+    pod = _last_pod(f)
+    failed = f.condition is not None and f.condition[0] in ("Failed", "FailureTarget")
+    # a failed Job's controller deletes its pods: they still tell why
+    if pod is None or pod.service is None or (pod.deleting and not failed):
+        return None
+    svc = next((c for c in pod.containers if c.name == SERVICE_NAME), None)
+    if svc is None or svc.started:
+        return None
+    algorithm = next((c for c in pod.containers if c.name == CONTAINER_NAME), None)
+    if algorithm is not None and (algorithm.waiting is None or algorithm.ran_before is not None):
+        return None
+    image = pod.service.get("image", "?")
+    if svc.waiting is not None and svc.waiting[0] in FATAL_WAITING_REASONS:
+        reason, message = svc.waiting
+        return RunState(FATAL_WAITING_REASONS[reason], True,
+                        _join(f"companion service {image}", reason, message), reason)
+    if svc.terminated is not None or svc.ran_before is not None:
+        ended = svc.terminated or svc.ran_before
+        return RunState(S.FAILED, True, _short(ended_detail(pod.service, *ended, svc.ran_seconds)),
+                        "ServiceNotReady")
+    if failed:
+        _, reason, message = f.condition
+        return RunState(S.FAILED, True, _join(f"companion service {image} never became ready "
+                                              f"({pod.service.get('check', '?')})", reason, message),
+                        "ServiceNotReady")
+    return None
+
+
 def _fatal_waiting(f: _Facts) -> RunState | None:
     for pod in f.pods:
         if pod.phase in ("Succeeded", "Failed") or pod.deleting:
@@ -320,9 +374,10 @@ def _progress(f: _Facts) -> RunState | None:
     return RunState(S.PENDING, False, "waiting to be scheduled")
 
 
-# Precedence: an explicit kill, a vanished Job, the Job's final word, then what blocks the pod.
+# Precedence: an explicit kill, a vanished Job, the Job's success, a companion service that never
+# became ready (§10), the Job's failure, then what blocks the pod.
 _RULES: tuple[Rule, ...] = (
-    _killed, _job_gone, _job_complete, _job_failed,
+    _killed, _job_gone, _job_complete, _service, _job_failed,
     _fatal_waiting, _fatal_event, _unschedulable, _progress,
 )
 

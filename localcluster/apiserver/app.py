@@ -7,11 +7,11 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
-from localcluster.apiserver import discovery, routing, watching
+from localcluster.apiserver import discovery, routing, tables, watching
 from localcluster.errors import ApiError, bad_request
 from localcluster.faults import REASONS, FaultConfigError, Faults
 from localcluster.metrics import Metrics
@@ -34,6 +34,9 @@ class ApiSettings:
     bookmark_interval: float = watching.BOOKMARK_INTERVAL
     server_address: str = "127.0.0.1:0"
     extra: dict[str, Any] = field(default_factory=dict)
+    # Other bearer tokens the Kubernetes API accepts (service accounts, localcluster.incluster):
+    # Authorization header -> user name, or None. Never for /localcluster/*.
+    authenticate: Callable[[str], str | None] | None = None
 
 
 def status_response(err: ApiError) -> web.Response:
@@ -58,10 +61,13 @@ async def api_middleware(request: web.Request, handler):
     settings: ApiSettings = app[SETTINGS]
     auth = request.headers.get("Authorization", "")
     expected = f"Bearer {settings.token}"
-    if not hmac.compare_digest(auth.encode(), expected.encode()):
-        return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
+    admin = hmac.compare_digest(auth.encode(), expected.encode())
     if request.path.startswith("/localcluster/"):
+        if not admin:
+            return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
         return await handler(request)
+    if not admin and not (settings.authenticate is not None and settings.authenticate(auth)):
+        return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
     target = None
     try:
         if request.path.startswith(("/api/", "/apis/")):
@@ -138,6 +144,13 @@ async def apis_group_version(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------------ resource routes
+def _as_table(request: web.Request, t: routing.Target) -> bool:
+    """kubectl get asks for a Table (server-side printing); given for the types tables.py
+    prints, never for subresources."""
+    return (t.subresource is None and tables.supports(t.res)
+            and tables.wants_table(request.headers.get("Accept")))
+
+
 def _target(request: web.Request) -> routing.Target:
     target = request.get("target") or routing.resolve(request.path)
     return target
@@ -155,6 +168,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
                                                   request.app[SETTINGS].bookmark_interval)
             items, rv = store.list(t.res, t.namespace, q.get("labelSelector"),
                                    q.get("fieldSelector"))
+            if _as_table(request, t):
+                return _json(tables.table(t.res, items, rv, q.get("includeObject")))
             return _json({"kind": t.res.list_kind, "apiVersion": t.res.api_version,
                           "metadata": {"resourceVersion": rv}, "items": items})
         if m == "POST":
@@ -168,7 +183,11 @@ async def resource(request: web.Request) -> web.StreamResponse:
     if m == "GET":
         if t.subresource == "log":
             return await _pod_log(request, t)
-        return _json(store.get(t.res, t.namespace, t.name))
+        obj = store.get(t.res, t.namespace, t.name)
+        if _as_table(request, t):
+            return _json(tables.table(t.res, [obj], obj["metadata"]["resourceVersion"],
+                                      q.get("includeObject")))
+        return _json(obj)
     if m == "PUT":
         body = await _body(request)
         return _json(store.replace(t.res, t.namespace, t.name, body, t.subresource))

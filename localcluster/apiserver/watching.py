@@ -41,6 +41,17 @@ async def serve_watch(request: web.Request, store: Store, faults: Faults, target
     except ValueError:
         raise ApiError(400, "BadRequest", "timeoutSeconds must be a number") from None
     bookmarks = query_bool(q.get("allowWatchBookmarks"))
+    if "sendInitialEvents" in q:
+        # a 1.30 server has the WatchList feature gate off and refuses streaming lists, which
+        # makes newer clients (kubectl >= 1.35) fall back to list, then watch
+        raise ApiError(422, "Invalid", "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: "
+                       "Forbidden: sendInitialEvents is forbidden for watch unless the WatchList "
+                       "feature gate is enabled",
+                       {"kind": "ListOptions", "group": "meta.k8s.io",
+                        "causes": [{"reason": "FieldValueForbidden",
+                                    "message": "Forbidden: sendInitialEvents is forbidden for "
+                                               "watch unless the WatchList feature gate is enabled",
+                                    "field": "sendInitialEvents"}]})
     try:
         if faults.take_expire():
             raise Gone(f"too old resource version: {rv or 0} ({store.resource_version})")

@@ -20,6 +20,14 @@ class CreateContainerError(RuntimeError_):
     """The container cannot be created (the kubelet reports waiting reason CreateContainerError)."""
 
 
+class ExecNotSupported(RuntimeError_, NotImplementedError):
+    """The runtime cannot run a command inside a container (exec probes then fail)."""
+
+
+class ExecError(RuntimeError_):
+    """A command cannot be run inside the container (not running, timed out, cannot start)."""
+
+
 @dataclass(frozen=True)
 class Mount:
     source: str
@@ -81,6 +89,13 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def stop(self, container: Container, grace_seconds: float) -> ExitStatus:
         """SIGTERM, then SIGKILL after grace_seconds; returns the exit status."""
+
+    async def exec(self, container: Container, argv: list[str], timeout: float) -> int:
+        """Run argv inside the running container (its root, mounts, user and network) and return
+        its exit code. Raises ExecError when it cannot run or outlives `timeout` seconds (it is
+        killed then). Optional: runtimes that cannot do it raise ExecNotSupported."""
+        raise ExecNotSupported(f"exec probes are not supported by this runtime "
+                               f"({type(self).__name__})")
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from localcluster.runtime.base import (Container, ContainerSpec, CreateContainerError, ExitStatus,
                                        Runtime, format_log_line, now)
+from localcluster.runtime.process_exec import exec_in
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,11 @@ class ProcessRuntime(Runtime):
             except asyncio.TimeoutError:
                 self._signal_all(container, signal.SIGKILL)
         return await asyncio.shield(container.done)
+
+    async def exec(self, container: Container, argv: list[str], timeout: float) -> int:
+        """See `localcluster.runtime.process_exec`."""
+        assert isinstance(container, ProcessContainer) and container.done is not None
+        return await exec_in(container, argv, timeout, self.root)
 
     async def close(self) -> None:
         running = list(self._containers.values())

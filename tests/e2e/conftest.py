@@ -1,19 +1,33 @@
-"""The e2e target: the local stand-in (always tried) and a deployed cluster (V6_E2E_KUBECONFIG).
+"""The e2e targets: the local stand-in (always tried), the local cluster in docker mode running
+kubeconfs/ (tried where Docker, kubectl and the images are), and a deployed cluster
+(V6_E2E_KUBECONFIG).
 
-Each target is skipped with its reason when it cannot run here — never passed without running."""
+Each target is skipped with its reason when it cannot run here — never passed without running.
+In CI (env CI) as root the docker target must run: its absence fails instead."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from tests.e2e.targets import KUBECONFIG_ENV, ClusterTarget, LocalTarget, TargetUnavailable, cluster_kubeconfig
+from tests.e2e.targets import (KUBECONFIG_ENV, ClusterTarget, DockerTarget, LocalTarget,
+                               TargetUnavailable, cluster_kubeconfig)
 
 
 def _local(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("local target: pods with volumes run in private mount namespaces, which need root")
     return LocalTarget(tmp_path_factory.mktemp("e2e-local"))
+
+
+def _docker(tmp_path_factory):
+    try:
+        return DockerTarget(tmp_path_factory.mktemp("e2e-docker"))
+    except TargetUnavailable as e:
+        if os.environ.get("CI") and os.geteuid() == 0:
+            pytest.fail(f"docker target: CI must run it, but {e} (.ci/run installs docker.io and "
+                        "debootstrap, starts dockerd and builds the images)")
+        pytest.skip(f"docker target: {e}")
 
 
 def _cluster(tmp_path_factory):
@@ -27,8 +41,11 @@ def _cluster(tmp_path_factory):
         pytest.skip(f"cluster target: {e}")
 
 
-@pytest.fixture(scope="module", params=["local", "cluster"])
+_TARGETS = {"local": _local, "docker": _docker, "cluster": _cluster}
+
+
+@pytest.fixture(scope="module", params=list(_TARGETS))
 def target(request, tmp_path_factory):
-    made = (_local if request.param == "local" else _cluster)(tmp_path_factory)
+    made = _TARGETS[request.param](tmp_path_factory)
     yield made
     made.close()

@@ -3,6 +3,12 @@ cluster) seen from the researcher's side, plus the few operator actions the scen
 
 - `LocalTarget`: the local cluster stand-in with the server, proxy and two nodes as processes
   (localcluster.stack.Stack), started by the test session. Runs in `make test` / CI.
+- `DockerTarget`: `kubectl apply -k kubeconfs/` on the local cluster in docker mode (`serve
+  --runtime docker --host-root DIR`): server, proxy and node run as containers from the images
+  the project builds, algorithms too, isolated by Docker networks made from the NetworkPolicies.
+  The server is reached at its pod IP (Docker bridges are routed from the host). Runs in `make
+  test` / CI and alone with `make e2e-docker`; skipped with the reason where Docker, kubectl or
+  the images are missing (in CI, as root, that is a failure).
 - `ClusterTarget`: the system `kubectl apply -k kubeconfs/` deployed on the cluster a kubeconfig
   points at (k3d or real); the server is reached through a `kubectl port-forward`. Runs with
   `make e2e` (V6_E2E_KUBECONFIG); skipped with the reason when that cluster cannot be reached.
@@ -14,6 +20,8 @@ from __future__ import annotations
 import csv
 import os
 import secrets
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +35,12 @@ from localcluster.stack import DEMO_CSV, REPO, NodeSpec, Stack, StackError, wait
 
 KUBECONFIG_ENV = "V6_E2E_KUBECONFIG"
 TEST_IMAGES = REPO / "tests" / "integration" / "images.yaml"
+# The images kubeconfs/ and the scenarios run (built by mk/images.mk).
+DEMO_IMAGES = tuple(f"v6-demo/{name}:latest" for name in ("server", "proxy", "node", "avg",
+                                                          "diagnostics"))
+# hostPath directories of kubeconfs/base on the cluster node (as `make cluster` maps them for k3d)
+NODE_TASKS = Path("var/lib/v6-node/tasks")
+NODE_DATA = Path("var/lib/v6-node/data")
 
 
 class TargetUnavailable(Exception):
@@ -126,6 +140,185 @@ class LocalTarget(_Researcher):
         return self.stack.logs()
 
 
+# --- the deployed system (kubeconfs/) --------------------------------------------------------
+
+def diagnostics_long_task(seconds: float) -> LongTask:
+    """No sleeper image is deployed: diagnostics waits `seconds` (at most 60) on a connection
+    the NetworkPolicy drops (TEST-NET-1, never routed), then completes."""
+    return LongTask("v6-demo/diagnostics", {"probes": {"outside": ["192.0.2.1:9"],
+                                                       "timeout": min(seconds, 60)}})
+
+
+def rollout_restart(apps, namespace: str, name: str, timeout: float = 180) -> None:
+    """`kubectl rollout restart`, then wait until the new pod is the only one and ready."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    patch = {"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": stamp}}}}}
+    generation = apps.patch_namespaced_deployment(name, namespace, patch).metadata.generation
+
+    def rolled_out():
+        s = apps.read_namespaced_deployment(name, namespace).status
+        return (s.observed_generation or 0) >= generation and (s.updated_replicas or 0) == 1 \
+            and (s.ready_replicas or 0) == 1 and (s.replicas or 0) == 1
+    wait_for(rolled_out, timeout, f"{namespace}/{name} to be restarted", interval=1)
+
+
+# --- the local cluster in docker mode ----------------------------------------------------------
+
+def docker_unavailable() -> str | None:
+    """Why the docker target cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "not root (the docker runtime and its networks need root)"
+    from localcluster import docker_client
+    why = docker_client.docker_unavailable()
+    if why:
+        return why
+    if shutil.which("kubectl") is None:
+        return "kubectl is not installed"
+    engine = docker_client.SyncDocker()
+    missing = []
+    for ref in DEMO_IMAGES:
+        try:
+            engine.request("GET", f"/images/{docker_client.q(ref)}/json")
+        except docker_client.DockerError:
+            missing.append(ref)
+    if missing:
+        return f"images not built: {', '.join(missing)} (make images-build)"
+    return None
+
+
+class DockerTarget(_Researcher):
+    """kubeconfs/ applied with kubectl to the local cluster in docker mode. hostPath volumes live
+    under a node root of the test's own (DIR/var/lib/v6-node/{tasks,data}), as in a k3d node."""
+    name = "docker"
+    network_isolation = True
+
+    def __init__(self, workdir: Path):
+        from kubernetes import client
+
+        from localcluster.testing import LocalCluster, LocalClusterError
+        why = docker_unavailable()
+        if why:
+            raise TargetUnavailable(why)
+        self.workdir = workdir
+        self.node_root = workdir / "node-root"
+        tasks, data = self.node_root / NODE_TASKS, self.node_root / NODE_DATA
+        tasks.mkdir(parents=True)
+        tasks.chmod(0o777)  # the node runs as uid 1000 (as `make cluster` does for k3d)
+        data.mkdir(parents=True)
+        shutil.copyfile(DEMO_CSV, data / "employees.csv")
+        self.data = {"node-a": data / "employees.csv"}
+        self.node_ids = ("node-a",)
+        self.researcher_key = k3d.researcher_key()
+        self._replaced: set[str] = set()
+        self.cluster = LocalCluster(state_dir=workdir / "cluster", start_timeout=120,
+                                    stop_timeout=60,
+                                    extra_args=["--runtime", "docker",
+                                                "--host-root", str(self.node_root)])
+        try:
+            self.cluster.start()
+        except LocalClusterError as e:
+            raise StackError(f"the local cluster in docker mode did not start: {e}") from e
+        try:
+            self.kubeconfig = self.cluster.kubeconfig
+            self.api_client = self.cluster.api_client()
+            self.core = client.CoreV1Api(self.api_client)
+            self.apps = client.AppsV1Api(self.api_client)
+            # Client-side validation needs the OpenAPI document, which the local cluster does
+            # not serve; its API server validates the objects itself.
+            self._kubectl("apply", "--validate=false", "-k", str(REPO / "kubeconfs"))
+            wait_for(self._rolled_out, 240, "the server, proxy and node deployments to be ready",
+                     interval=1)
+            self.server_url = f"http://{self._pod_ip('v6-server', 'app=v6-server')}:5000"
+            wait_for(self._server_answers, 60, "the server to answer", interval=0.5)
+        except BaseException:
+            self.close()
+            raise
+
+    def _rolled_out(self) -> bool:
+        self._replace_moved_pods()
+        return not k3d.not_ready(self.kubeconfig)
+
+    def _replace_moved_pods(self) -> None:
+        """KNOWN LIMITATION of the docker pod network: a pod that started before the
+        NetworkPolicies selecting it existed (kubectl applies them after the Deployments) is moved
+        to another network, and its pod IP goes stale (event PodNetworkChanged). A kubelet would
+        re-create the pod's sandbox (SandboxChanged); until the docker runtime does, such pods are
+        deleted here once, and their Deployment replaces them on the right network."""
+        from kubernetes.client.rest import ApiException
+        for ns in ("v6-server", "v6-node"):
+            for event in self.core.list_namespaced_event(ns).items:
+                ref = event.involved_object
+                if event.reason != "PodNetworkChanged" or ref.uid in self._replaced:
+                    continue
+                self._replaced.add(ref.uid)
+                try:
+                    self.core.delete_namespaced_pod(ref.name, ns, grace_period_seconds=0,
+                                                    body={"preconditions": {"uid": ref.uid}})
+                except ApiException as e:
+                    if e.status not in (404, 409):  # gone, or a new pod of the same name
+                        raise
+
+    def _kubectl(self, *args: str) -> str:
+        done = subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise StackError(f"kubectl {' '.join(args)} failed ({done.returncode}): "
+                             f"{(done.stderr or done.stdout)[-2000:]}")
+        return done.stdout
+
+    def _pod(self, namespace: str, selector: str):
+        """The one running, not deleted pod of a selector (None while there is not exactly one)."""
+        pods = [p for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
+                if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+                and p.status.pod_ip]
+        return pods[0] if len(pods) == 1 else None
+
+    def _pod_ip(self, namespace: str, selector: str) -> str:
+        pod = wait_for(lambda: self._pod(namespace, selector), 60,
+                       f"one running pod {selector} in {namespace}", interval=0.5)
+        return pod.status.pod_ip
+
+    def _server_answers(self) -> bool:
+        try:
+            requests.get(f"{self.server_url}/api/version", timeout=2)
+            return True  # any HTTP answer means the server is there
+        except requests.RequestException:
+            return False
+
+    def long_task(self, seconds: float) -> LongTask:
+        return diagnostics_long_task(seconds)
+
+    def diagnostics_input(self) -> dict:
+        """Everything but the proxy must be out of an algorithm's reach: the API server where
+        pods reach it (KUBERNETES_SERVICE_HOST:PORT), the node's and the server's pods."""
+        network = self.cluster.network()
+        port = int(self.cluster.server.rsplit(":", 1)[1])
+        api = [f"{network['gateway']}:{port}"] if network.get("gateway") else []
+        return {"probes": {"kubernetes_api": api,
+                           "node": [f"{self._pod_ip('v6-node', 'app=v6-node')}:8081"],
+                           "pods": [f"{self._pod_ip('v6-server', 'app=v6-server')}:5000"],
+                           "outside": ["192.0.2.1:443"], "timeout": 3}}
+
+    def restart_node(self, node_id: str) -> None:
+        rollout_restart(self.apps, "v6-node", "v6-node")
+
+    def close(self) -> None:
+        self.cluster.stop()
+
+    def logs(self) -> str:
+        out = []
+        for ns, selector in (("v6-node", "app=v6-node"), ("v6-node", "app=v6-proxy")):
+            try:
+                for pod in self.core.list_namespaced_pod(ns, label_selector=selector).items:
+                    log = self.core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=60,
+                                                            _preload_content=False).data
+                    out.append(f"--- {ns}/{pod.metadata.name}\n{log.decode(errors='replace')}")
+            except Exception as e:  # noqa: BLE001 - diagnostics for a failing test only
+                out.append(f"--- {ns} {selector}: {type(e).__name__}: {e}")
+        return "\n".join(out) + "\n--- local cluster\n" + self.cluster.stderr()[-3000:]
+
+
 # --- a deployed cluster ----------------------------------------------------------------------
 
 class ClusterTarget(_Researcher):
@@ -158,26 +351,14 @@ class ClusterTarget(_Researcher):
         self.apps = client.AppsV1Api(self.api_client)
 
     def long_task(self, seconds: float) -> LongTask:
-        # No sleeper image is deployed: diagnostics waits `seconds` (at most 60) on a connection
-        # the NetworkPolicy drops (TEST-NET-1, never routed), then completes.
-        return LongTask("v6-demo/diagnostics", {"probes": {"outside": ["192.0.2.1:9"],
-                                                           "timeout": min(seconds, 60)}})
+        return diagnostics_long_task(seconds)
 
     def diagnostics_input(self) -> dict:
         return {"probes": {"kubernetes_api": ["kubernetes.default.svc:443"],
                            "outside": ["192.0.2.1:443"], "timeout": 3}}
 
     def restart_node(self, node_id: str) -> None:
-        """`kubectl rollout restart`, then wait until the new pod is the only one and ready."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
-        generation = self.apps.patch_namespaced_deployment("v6-node", "v6-node", patch).metadata.generation
-
-        def rolled_out():
-            s = self.apps.read_namespaced_deployment("v6-node", "v6-node").status
-            return (s.observed_generation or 0) >= generation and (s.updated_replicas or 0) == 1 \
-                and (s.ready_replicas or 0) == 1 and (s.replicas or 0) == 1
-        wait_for(rolled_out, 180, "the node to be restarted", interval=1)
+        rollout_restart(self.apps, "v6-node", "v6-node")
 
     def close(self) -> None:
         self.forward.close()

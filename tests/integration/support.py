@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -38,3 +39,20 @@ def make_stack(tmp_path: Path, nodes: list[NodeSpec], *, proxy: bool = True) -> 
         stack.close()
         raise
     return stack
+
+
+def pids_of(command: Callable[[list[bytes]], bool], env_entry: str) -> list[int]:
+    """Processes whose argv (NUL-split /proc cmdline) `command` accepts and whose environment
+    holds `env_entry` ("NAME=value"): how a test finds a container's process here."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if command(cmdline) and env_entry.encode() in environ:
+            pids.append(int(entry))
+    return pids

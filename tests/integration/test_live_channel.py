@@ -9,14 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import zmq
 
 from localcluster.stack import REPO, free_port, wait_for
 from node import live_frames as F
-from tests.integration.support import needs_root, node_spec
+from tests.integration.support import needs_root, node_spec, pids_of
 
 pytestmark = [pytest.mark.integration, needs_root]
 
@@ -25,17 +24,8 @@ TOTAL = 5
 
 def sidecar_pid(run_id: int) -> int | None:
     """The process of the run's sidecar container (`python -m node sidecar`, RUN_ID=<run>)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline[-3:-1] == [b"node", b"sidecar"] and f"RUN_ID={run_id}".encode() in environ:
-            return int(entry)
-    return None
+    pids = pids_of(lambda argv: argv[-3:-1] == [b"node", b"sidecar"], f"RUN_ID={run_id}")
+    return pids[0] if pids else None
 
 
 class NodeEvents:
@@ -163,3 +153,15 @@ def _pod_ip(stack, run_id: int) -> str | None:
         api.close()
     return next((p.status.pod_ip for p in pods if p.status.phase == "Running"), None)
 
+
+
+def test_progress_written_just_before_the_algorithm_ends_is_not_lost(stack_factory):
+    # the live channel is on by default; the algorithm reports five steps and exits at once, so
+    # the last lines reach the sidecar only as the pod ends (the sidecar is stopped after it)
+    stack = stack_factory([node_spec("node-a")])
+    task = stack.create_task(image="test/progress", input={"before": 0, "after": 5, "wait": False},
+                             databases=[], nodes=["node-a"])
+    run = stack.wait_task(task["id"], timeout=60)["runs"][0]
+    assert run["status"] == "completed", run
+    view = stack.api("GET", f"/api/run/{run['id']}").json()
+    assert view["progress"] == {"seq": 5, "progress": 1.0, "message": "step 5 of 5"}

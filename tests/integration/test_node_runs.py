@@ -320,7 +320,6 @@ def test_kill_stops_a_running_task_and_reports_killed(shared_stack):
 def test_killing_a_finished_task_changes_nothing(shared_stack):
     task = shared_stack.create_task(image="test/sleeper", input={"seconds": 0}, databases=[],
                                     nodes=["node-a"])
-    run_id = task["runs"][0]["id"]
     assert shared_stack.wait_task(task["id"])["runs"][0]["status"] == "completed"
     answer = shared_stack.api("POST", f"/api/task/{task['id']}/kill").json()
     # the server asks only nodes with unfinished runs; the node's own answer for a finished

@@ -54,10 +54,11 @@ def test_version_and_discovery(cluster):
 
 def test_unauthenticated_is_401(cluster):
     import requests
-    r = requests.get(cluster.server + "/api/v1/namespaces", timeout=5)
+    r = requests.get(cluster.server + "/api/v1/namespaces", verify=cluster.verify, timeout=5)
     assert r.status_code == 401 and r.json()["reason"] == "Unauthorized"
     r = requests.get(cluster.server + "/localcluster/metrics",
-                     headers={"Authorization": "Bearer wrong"}, timeout=5)
+                     headers={"Authorization": "Bearer wrong"}, verify=cluster.verify,
+                     timeout=5)
     assert r.status_code == 401
 
 
@@ -114,7 +115,8 @@ def test_core_crud(api, namespace, kind):
 def test_list_is_a_typed_list_with_resource_version(cluster, namespace):
     import requests
     r = requests.get(f"{cluster.server}/api/v1/namespaces/{namespace}/pods",
-                     headers={"Authorization": f"Bearer {cluster.token}"}, timeout=5)
+                     headers={"Authorization": f"Bearer {cluster.token}"},
+                     verify=cluster.verify, timeout=5)
     body = r.json()
     assert body["kind"] == "PodList" and body["apiVersion"] == "v1"
     assert body["metadata"]["resourceVersion"].isdigit() and body["items"] == []
@@ -225,13 +227,14 @@ def test_invalid_job_is_422_with_causes(api, namespace, mutate, field):
 def test_unknown_route_and_method(cluster):
     import requests
     h = {"Authorization": f"Bearer {cluster.token}"}
-    r = requests.get(f"{cluster.server}/api/v1/widgets", headers=h, timeout=5)
+    r = requests.get(f"{cluster.server}/api/v1/widgets", headers=h, verify=cluster.verify,
+                     timeout=5)
     assert r.status_code == 404 and r.json()["kind"] == "Status"
     r = requests.post(f"{cluster.server}/api/v1/namespaces/default/pods/x", headers=h,
-                      json={}, timeout=5)
+                      json={}, verify=cluster.verify, timeout=5)
     assert r.status_code == 405 and r.json()["reason"] == "MethodNotAllowed"
     r = requests.post(f"{cluster.server}/api/v1/namespaces/default/configmaps", headers=h,
-                      data="{not json", timeout=5)
+                      data="{not json", verify=cluster.verify, timeout=5)
     assert r.status_code == 400 and r.json()["reason"] == "BadRequest"
 
 

@@ -104,10 +104,11 @@ def test_bookmarks_when_allowed_and_clean_end_at_timeout():
     with LocalCluster(extra_args=["--bookmark-interval", "0.2"]) as lc:
         url = f"{lc.server}/api/v1/namespaces/default/configmaps"
         headers = {"Authorization": f"Bearer {lc.token}"}
-        rv = requests.get(url, headers=headers, timeout=5).json()["metadata"]["resourceVersion"]
+        rv = requests.get(url, headers=headers, verify=lc.verify,
+                          timeout=5).json()["metadata"]["resourceVersion"]
         with requests.get(url, params={"watch": "true", "allowWatchBookmarks": "true",
                                        "timeoutSeconds": "1", "resourceVersion": rv},
-                          headers=headers, stream=True, timeout=10) as r:
+                          headers=headers, stream=True, verify=lc.verify, timeout=10) as r:
             events = [json.loads(line) for line in r.iter_lines() if line]
         assert r.status_code == 200
         assert events and {e["type"] for e in events} == {"BOOKMARK"}
@@ -116,7 +117,7 @@ def test_bookmarks_when_allowed_and_clean_end_at_timeout():
         # without allowWatchBookmarks: none
         with requests.get(url, params={"watch": "true", "timeoutSeconds": "1",
                                        "resourceVersion": rv},
-                          headers=headers, stream=True, timeout=10) as r:
+                          headers=headers, stream=True, verify=lc.verify, timeout=10) as r:
             assert [line for line in r.iter_lines() if line] == []
 
 
@@ -128,10 +129,26 @@ def test_watch_flag_is_read_as_go_parses_booleans(cluster, namespace, spelling):
     url = f"{cluster.server}/api/v1/namespaces/{namespace}/configmaps"
     headers = {"Authorization": f"Bearer {cluster.token}"}
     requests.post(url, json={"metadata": {"name": f"cm-{spelling.lower()}"}}, headers=headers,
-                  timeout=10).raise_for_status()
+                  verify=cluster.verify, timeout=10).raise_for_status()
     resp = requests.get(url, params={"watch": spelling, "timeoutSeconds": "1"}, headers=headers,
-                        timeout=10)
+                        verify=cluster.verify, timeout=10)
     lines = [line for line in resp.text.splitlines() if line.strip()]
     import json
     events = [json.loads(line) for line in lines]
     assert events and all(e["type"] == "ADDED" for e in events), resp.text[:300]
+
+
+def test_a_streaming_list_is_refused_as_by_a_1_30_server(api, namespace):
+    # WatchList is off in 1.30: sendInitialEvents is refused with 422, and clients (kubectl
+    # 1.35+, client-go informers) fall back to list, then watch
+    import json
+    core = api[0]
+    with pytest.raises(ApiException) as e:
+        core.api_client.call_api(
+            f"/api/v1/namespaces/{namespace}/configmaps", "GET",
+            query_params=[("watch", "true"), ("sendInitialEvents", "true"),
+                          ("resourceVersionMatch", "NotOlderThan"),
+                          ("allowWatchBookmarks", "true")],
+            auth_settings=["BearerToken"], _preload_content=False)
+    assert e.value.status == 422
+    assert "sendInitialEvents is forbidden" in json.loads(e.value.body)["message"]

@@ -114,3 +114,33 @@ def test_a_job_with_a_sidecar_completes_when_its_main_container_ends(tmp_path):
         status = h.store.get(JOBS, "default", "withside")["status"]
         assert status.get("succeeded") == 1 and not status.get("failed")
     run_in_process(tmp_path, body)
+
+
+def test_the_pod_turns_succeeded_only_once_its_sidecar_has_stopped(tmp_path):
+    # as the kubelet since 1.27: a terminal phase is written only when no container runs any
+    # more, so whoever sees Succeeded knows the sidecar is gone too
+    async def body(h):
+        pod = simple_pod("done", args=["echo work"])
+        pod["spec"]["terminationGracePeriodSeconds"] = 5
+        pod["spec"]["initContainers"] = [{"name": "side", "image": "test/sh",
+                                          "restartPolicy": "Always",
+                                          "args": ["trap 'sleep 0.3; exit 0' TERM; "
+                                                   "while true; do sleep 0.05; done"]}]
+        seen = []  # (phase, the sidecar's state keys) of every update, in order
+
+        def record(etype, res, obj):
+            if res == PODS and obj["metadata"]["name"] == "done":
+                st = obj.get("status") or {}
+                side = next((cs for cs in st.get("initContainerStatuses") or []
+                             if cs["name"] == "side"), {})
+                seen.append((st.get("phase"), set((side.get("state") or {}))))
+        h.store.subscribe(record)
+        try:
+            h.store.create(PODS, "default", pod)
+            await h.until(lambda: _phase(h, "done") == "Succeeded", what="Succeeded", timeout=20)
+        finally:
+            h.store.unsubscribe(record)
+        assert ("Running", {"running"}) in seen
+        assert all(state != {"running"} for phase, state in seen if phase == "Succeeded"), seen
+        assert "terminated" in _init_status(h, "done", "side")["state"]
+    run_in_process(tmp_path, body)

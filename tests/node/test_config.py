@@ -307,3 +307,19 @@ def test_parse_quantity(text, value):
 def test_parse_quantity_refuses(bad):
     with pytest.raises(ValueError):
         parse_quantity(bad)
+
+
+def test_the_server_heartbeat_section():
+    from node.config import parse_config
+    from node.config_live import ServerHeartbeatConfig
+    base = {"node_id": "a", "api_key": "kkkk", "server_url": "http://127.0.0.1:1", "task_dir": "/t"}
+    assert parse_config(base, {}).server_heartbeat == ServerHeartbeatConfig(5.0, 3, 6)
+    beat = parse_config({**base, "server_heartbeat": {"interval_seconds": 0.5, "suspect_after": 2,
+                                                      "fail_after": 4}}, {}).server_heartbeat
+    assert (beat.interval_seconds, beat.suspect_after, beat.fail_after) == (0.5, 2, 4)
+    with pytest.raises(ConfigError) as e:
+        parse_config({**base, "server_heartbeat": {"interval_seconds": 0, "suspect_after": 4,
+                                                   "fail_after": 3, "every": 1}}, {})
+    assert [k for k, _ in e.value.problems] == ["server_heartbeat.interval_seconds",
+                                                "server_heartbeat.every",
+                                                "server_heartbeat.fail_after"]

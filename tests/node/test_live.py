@@ -358,7 +358,7 @@ def test_the_live_section_of_the_configuration():
     base = {"node_id": "a", "api_key": "kkkk", "server_url": "http://127.0.0.1:1",
             "task_dir": "/t"}
     assert parse_config(base, {}).live == LiveConfig()
-    assert LiveConfig().enabled is False
+    assert LiveConfig().enabled is True  # every pod gets the sidecar unless turned off
     live = parse_config({**base, "live": {"enabled": True, "heartbeat_seconds": 0.2,
                                           "node_pub_port": 0}}, {}).live
     assert (live.enabled, live.heartbeat_seconds, live.node_pub_port) == (True, 0.2, 0)

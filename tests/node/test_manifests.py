@@ -25,6 +25,8 @@ def make_config(**over):
                       {"label": "db-2", "uri": "/data/other.csv", "type": "csv"},
                       {"label": "images", "uri": "/data/images", "type": "folder"}],
         "images": {"allowed": ["v6-demo/*"]},
+        # the plain pod shape; the live channel's additions: test_manifests_live.py
+        "live": {"enabled": False},
     }
     data.update(over)
     return parse_config(data, {})

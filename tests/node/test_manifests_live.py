@@ -16,8 +16,15 @@ def _job(payload=None, **live):
     return build_job(parse_command(payload or prototype(), config), config), config
 
 
+def test_the_live_channel_is_on_by_default():
+    config = make_config(live={})
+    assert config.live.enabled
+    spec = build_job(parse_command(prototype(), config), config)["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == ["live"]
+
+
 def test_without_the_live_channel_the_pod_has_no_sidecar():
-    config = make_config()
+    config = make_config(live={"enabled": False})
     job = build_job(parse_command(prototype(), config), config)
     spec = job["spec"]["template"]["spec"]
     assert "initContainers" not in spec
@@ -51,6 +58,9 @@ def test_the_sidecar_is_a_native_sidecar_sharing_an_empty_dir_with_the_algorithm
     assert side["securityContext"] == algo["securityContext"]
     assert side["securityContext"]["readOnlyRootFilesystem"] is True
     assert side["resources"]["limits"] == {"cpu": "200m", "memory": "96Mi"}
+    # the algorithm waits until the sidecar listens on its REP port (the probe names it)
+    assert side["startupProbe"]["tcpSocket"] == {"port": "live-rep"}
+    assert {"name": "live-rep", "containerPort": 6002, "protocol": "TCP"} in side["ports"]
     kubernetes_validate.validate(job, "1.30", strict=True)
 
 

@@ -51,18 +51,20 @@ def generated_job(config: NodeConfig, run_id: int = 7, **payload) -> dict:
     return build_job(parse_command(raw, config), config)
 
 
-def with_live_channel(config: NodeConfig) -> NodeConfig:
-    """The configuration with the live channel on (a sidecar per pod, ingress from the node)."""
-    return dataclasses.replace(config, live=dataclasses.replace(config.live, enabled=True))
+def with_live_channel(config: NodeConfig, enabled: bool = True) -> NodeConfig:
+    """The configuration with the live channel on (a sidecar per pod, ingress from the node) or off."""
+    return dataclasses.replace(config, live=dataclasses.replace(config.live, enabled=enabled))
 
 
 def generated(variant: str) -> list[dict]:
-    """The Job (one run) and the NetworkPolicy the node makes with the variant's configuration."""
-    config = deployed_node_config(variant)
+    """The Job (one run) and the NetworkPolicy the node makes with the variant's configuration,
+    with the live channel turned off (the plainest shape: nothing may reach the pod)."""
+    config = with_live_channel(deployed_node_config(variant), enabled=False)
     return [generated_job(config), build_network_policy(config)]
 
 
 def generated_live(variant: str) -> list[dict]:
-    """The same with the live channel on (run 8, so both Jobs may sit side by side)."""
+    """The same with the live channel on, as deployed (it is on by default); run 8, so both
+    Jobs may sit side by side."""
     config = with_live_channel(deployed_node_config(variant))
     return [generated_job(config, run_id=8), build_network_policy(config)]

@@ -36,6 +36,7 @@ def _live_roles() -> Roles:
 
 
 def test_with_the_live_channel_only_the_node_reaches_algorithm_pods(tmp_path):
+    assert deployed_node_config("k3d").live.enabled  # as deployed: the live channel is on
     roles = _live_roles()
     conn = analyze(topology(manifests("k3d"), generated_live("k3d")), tmp_path)
     assert conn.to(roles.algorithm) == {roles.node: tcp(*roles.live_ports)}

@@ -114,6 +114,10 @@ def test_seccomp_unconfined_and_unset():
     spec["securityContext"].pop("seccompProfile")
     assert set(pss.violations(spec)) == {"Seccomp (restricted)"}
     _container(spec)["securityContext"]["seccompProfile"] = {"type": "RuntimeDefault"}
+    # every container must set it itself then, the live sidecar too
+    assert set(pss.violations(spec)) == {"Seccomp (restricted)"}
+    for c in spec.get("initContainers", []):
+        c["securityContext"]["seccompProfile"] = {"type": "RuntimeDefault"}
     assert pss.violations(spec) == {}
 
 
