@@ -18,7 +18,6 @@ propagation, the store's garbage collector).
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
@@ -27,6 +26,7 @@ import logging
 from localcluster.errors import ApiError
 from localcluster.resources import DEPLOYMENTS, PODS
 from localcluster.timestamps import now_rfc3339
+from localcluster.workqueue import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,12 @@ def compute_status(dep: dict, pods: list[dict], pod_hash: str) -> dict:
     return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
 
 
-class DeploymentController:
+class DeploymentController(Reconciler):
+    kind = "deployment"
+
     def __init__(self, store) -> None:
+        super().__init__()
         self.store = store
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._pending: set[tuple[str, str]] = set()
 
     def start(self) -> None:
         self.store.subscribe(self._on_event)
@@ -135,24 +136,7 @@ class DeploymentController:
 
     def close(self) -> None:
         self.store.unsubscribe(self._on_event)
-
-    async def run(self) -> None:
-        self.start()
-        try:
-            while True:
-                key = await self._queue.get()
-                self._pending.discard(key)
-                try:
-                    self.sync(*key)
-                except Exception:  # one bad Deployment must not stop the controller
-                    log.exception("syncing deployment %s/%s failed", *key)
-        finally:
-            self.close()
-
-    def _enqueue(self, key: tuple[str, str]) -> None:
-        if key not in self._pending:
-            self._pending.add(key)
-            self._queue.put_nowait(key)
+        super().close()
 
     def _on_event(self, event_type: str, res, obj: dict) -> None:
         meta = obj.get("metadata") or {}

@@ -15,7 +15,6 @@ its completionTime / Failed condition.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
@@ -25,6 +24,7 @@ from localcluster.errors import ApiError
 from localcluster.kubelet_events import EventRecorder
 from localcluster.kubelet_status import rfc3339
 from localcluster.resources import JOBS, PODS
+from localcluster.workqueue import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,14 @@ def pod_from_template(job: dict) -> dict:
             "spec": copy.deepcopy(tmpl.get("spec") or {})}
 
 
-class JobController:
+class JobController(Reconciler):
+    kind = "job"
+
     def __init__(self, store, config: JobControllerConfig | None = None) -> None:
+        super().__init__()
         self.store = store
         self.config = config or JobControllerConfig()
         self.events = EventRecorder(store, "localcluster")
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._pending: set[tuple[str, str]] = set()
-        self._timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         # per job uid: pod uid -> "s"|"f" (counted finishes survive pod deletion)
         self._counted: dict[str, dict[str, str]] = {}
         self._last_failure: dict[str, float] = {}  # job uid -> monotonic time of last failure
@@ -104,40 +104,9 @@ class JobController:
 
     def close(self) -> None:
         self.store.unsubscribe(self._on_event)
-        for h in self._timers.values():
-            h.cancel()
-        self._timers.clear()
-
-    async def run(self) -> None:
-        self.start()
-        try:
-            while True:
-                key = await self._queue.get()
-                self._pending.discard(key)
-                try:
-                    self.sync(*key)
-                except Exception:  # one bad Job must not stop the controller
-                    log.exception("syncing job %s/%s failed", *key)
-        finally:
-            self.close()
+        super().close()
 
     # --- notifications ---
-
-    def _enqueue(self, key: tuple[str, str]) -> None:
-        if key not in self._pending:
-            self._pending.add(key)
-            self._queue.put_nowait(key)
-
-    def _after(self, delay: float, key: tuple[str, str], purpose: str) -> None:
-        tkey = (*key, purpose)
-        old = self._timers.pop(tkey, None)
-        if old is not None:
-            old.cancel()
-
-        def fire() -> None:
-            self._timers.pop(tkey, None)
-            self._enqueue(key)
-        self._timers[tkey] = asyncio.get_running_loop().call_later(max(delay, 0), fire)
 
     def _on_event(self, etype: str, res, obj: dict) -> None:
         meta = obj["metadata"]
