@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 SERVICE_NAME = "service"            # the sidecar container's name
 SERVICE_ANNOTATION = "v6.service"   # on the pod: what the status needs to explain a failure
 SERVICE_HOST = "127.0.0.1"          # same pod, same network namespace
-SERVICE_TMP = "/tmp"
+# its scratch space where the algorithm has its own (§5); not /tmp, which would hide whatever a
+# local-process image keeps under /tmp of the host (the stand-in runs containers on its files)
+SERVICE_TMP = "/app/tmp"
 SERVICE_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"},
                      "limits": {"cpu": "500m", "memory": "256Mi"}}
 SERVICE_TMP_LIMIT = "64Mi"

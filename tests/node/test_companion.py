@@ -208,7 +208,7 @@ def test_the_algorithm_gets_the_service_address_and_the_service_its_port_and_dat
         ("127.0.0.1", "8000", "http://127.0.0.1:8000")
     [svc] = spec["initContainers"]
     env = {e["name"]: e["value"] for e in svc["env"]}
-    assert env == {"QUERY_DATABASE": "default", "RUN_ID": "7", "SERVICE_PORT": "8000", "TMPDIR": "/tmp",
+    assert env == {"QUERY_DATABASE": "default", "RUN_ID": "7", "SERVICE_PORT": "8000", "TMPDIR": "/app/tmp",
                    "DATABASE_LABELS": "default", "DATABASE_URI_DEFAULT": "/app/input/csv/default",
                    "DATABASE_TYPE_DEFAULT": "csv"}
     # no token, no task files, no output for the service
@@ -220,16 +220,16 @@ def test_the_service_mounts_only_its_databases_read_only_reusing_the_algorithms_
     [svc] = spec["initContainers"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m for m in svc["volumeMounts"]}
-    assert set(mounts) == {"/app/input/csv/default", "/app/input/csv/images", "/tmp"}
-    assert all(m["readOnly"] for p, m in mounts.items() if p != "/tmp")
+    assert set(mounts) == {"/app/input/csv/default", "/app/input/csv/images", "/app/tmp"}
+    assert all(m["readOnly"] for p, m in mounts.items() if p != "/app/tmp")
     # "default" is the algorithm's db-1 volume too; "images" is the service's own
     assert volumes[mounts["/app/input/csv/default"]["name"]]["hostPath"] == \
         {"path": "/data/employees.csv", "type": "File"}
     assert mounts["/app/input/csv/images"]["name"] == "service-db-1"
     assert volumes["service-db-1"]["hostPath"] == {"path": "/data/images", "type": "Directory"}
-    assert volumes[mounts["/tmp"]["name"]] == {"name": "service-tmp", "emptyDir": {"sizeLimit": "64Mi"}}
-    algo_mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
-    assert "/app/input/csv/images" not in algo_mounts and "/tmp" not in algo_mounts
+    assert volumes[mounts["/app/tmp"]["name"]] == {"name": "service-tmp", "emptyDir": {"sizeLimit": "64Mi"}}
+    algo_mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert "/app/input/csv/images" not in algo_mounts and "service-tmp" not in algo_mounts.values()
 
 
 def test_pvc_mode_mounts_the_services_databases_from_the_claim():
