@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Callable
 from dataclasses import dataclass, field
 
 from localcluster.docker_firewall import add_host_guard, check_bridge_filtering
@@ -51,6 +52,7 @@ class Sandbox:
     ip: str = ""
     networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> aliases
     ips: dict[str, str] = field(default_factory=dict)  # network name -> its address there
+    moved: bool = False  # its home network changed: its pod IP is reported anew
 
 
 def _pod_info(pod: dict) -> PodInfo:
@@ -73,6 +75,8 @@ class DockerNetwork:
         self.sync = sync or SyncDocker()
         self.store = None
         self.events = None
+        # told (pod uid, new IP) when a pod's policies moved it to another network
+        self.on_ip_change: Callable[[str, str], None] | None = None
         self.sandboxes: dict[str, Sandbox] = {}
         self.pool = NetworkPool(cluster, self.owner, self.client, self.sync)
         self._lock = asyncio.Lock()
@@ -226,6 +230,10 @@ class DockerNetwork:
                 continue
             nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
             sb.ips = {n: v.get("IPAddress") for n, v in nets.items() if v.get("IPAddress")}
+            if sb.moved and sb.ips.get(sb.home):
+                sb.ip, sb.moved = sb.ips[sb.home], False
+                if self.on_ip_change is not None:
+                    self.on_ip_change(sb.uid, sb.ip)
         flows: dict[str, list] = {name: [] for name in self.pool.bridges}
         for uid, pp in plans.items():
             dst = self.sandboxes.get(uid)
@@ -255,11 +263,12 @@ class DockerNetwork:
             home = self._name(pp.home.key)
             if home != sb.home:
                 # its policies changed what the pod may reach: enforced now, at the price of
-                # its pod IP (the one in its status no longer works; a restart gives a new one)
+                # its pod IP, which changes (the kubelet writes the new one to the pod's status;
+                # a POD_IP taken from the downward API by running containers is stale)
                 self._warn(sb.pod, "PodNetworkChanged",
                            f"the pod's NetworkPolicies moved it to network {home}: its pod IP "
-                           f"{sb.ip} is no longer valid until the pod is recreated")
-                sb.home, sb.ip = home, ""
+                           f"{sb.ip} changes (containers that read POD_IP at start keep the old one)")
+                sb.home, sb.ip, sb.moved = home, "", True
         for name, aliases in list(sb.networks.items()):
             if want.get(name) != aliases:
                 with contextlib.suppress(DockerError):

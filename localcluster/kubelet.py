@@ -83,6 +83,7 @@ class Kubelet:
         self.events = EventRecorder(store, self.config.node_name)
         if hasattr(self.network, "attach"):  # the docker network reads policies and services
             self.network.attach(store, self.events)
+            self.network.on_ip_change = self._pod_ip_changed
         self.worker_class = ImagePodWorker if hasattr(self.runtime, "runs_images") else PodWorker
         self.workers: dict[str, PodWorker] = {}
         self.closing = False
@@ -142,6 +143,14 @@ class Kubelet:
             for k, v in pod_requests(w.pod).items():
                 used[k] = used.get(k, Decimal(0)) + v
         return used
+
+    def _pod_ip_changed(self, uid: str, ip: str) -> None:
+        """The docker network moved a running pod (new policies): its status shows the new IP,
+        which the kubelet's probes use from now on."""
+        worker = self.workers.get(uid)
+        if worker is not None and not worker.removed:
+            worker.pod_ip = ip
+            worker._push()
 
     async def sandbox(self, worker: PodWorker) -> PodNet:
         """The pod's network (IP, namespace); retried with back-off as a kubelet retries a

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 from localcluster.runtime.base import Container, ExecError, ExecNotSupported, Runtime
@@ -272,6 +272,8 @@ class ProbeHost(Protocol):
 
     def probe_changed(self) -> None: ...  # cs changed: push the pod status
 
+    pod_ip: str | None  # the pod's current IP
+
 
 class ContainerProbes:
     """Probes of one running container instance; sets ``cs["started"]`` and ``cs["ready"]``.
@@ -285,6 +287,7 @@ class ContainerProbes:
                  kill: Callable[[str, int | None], None],
                  on_started: Callable[[], None] | None = None) -> None:
         self.host, self.cs, self.name = host, cs, container["name"]
+        self.pod_ip = pod_ip  # probes without a host of their own follow the pod's IP
         self.runtime, self.handle, self.kill = runtime, handle, kill
         self.on_started = on_started
         self.killed = False  # by a failed startup or liveness probe
@@ -335,7 +338,11 @@ class ContainerProbes:
         await asyncio.sleep(max(0.0, self.start + probe.initial_delay - loop.time()))
         threshold = Threshold(probe)
         while True:
-            ok, message = await run_action(probe.action, probe.timeout, self.runtime, self.handle)
+            action = probe.action
+            current = self.host.pod_ip
+            if action.host and action.host == self.pod_ip and current and current != self.pod_ip:
+                action = replace(action, host=current)  # the pod's IP changed (docker network)
+            ok, message = await run_action(action, probe.timeout, self.runtime, self.handle)
             if not ok:
                 self.host.probe_event(self.name, "Warning", "Unhealthy",
                                       f"{kind} probe failed: {message}")

@@ -210,7 +210,6 @@ class DockerTarget(_Researcher):
         self.data = {"node-a": data / "employees.csv"}
         self.node_ids = ("node-a",)
         self.researcher_key = k3d.researcher_key()
-        self._replaced: set[str] = set()
         self.cluster = LocalCluster(state_dir=workdir / "cluster", start_timeout=120,
                                     stop_timeout=60,
                                     extra_args=["--runtime", "docker",
@@ -236,28 +235,7 @@ class DockerTarget(_Researcher):
             raise
 
     def _rolled_out(self) -> bool:
-        self._replace_moved_pods()
         return not k3d.not_ready(self.kubeconfig)
-
-    def _replace_moved_pods(self) -> None:
-        """KNOWN LIMITATION of the docker pod network: a pod that started before the
-        NetworkPolicies selecting it existed (kubectl applies them after the Deployments) is moved
-        to another network, and its pod IP goes stale (event PodNetworkChanged). A kubelet would
-        re-create the pod's sandbox (SandboxChanged); until the docker runtime does, such pods are
-        deleted here once, and their Deployment replaces them on the right network."""
-        from kubernetes.client.rest import ApiException
-        for ns in ("v6-server", "v6-node"):
-            for event in self.core.list_namespaced_event(ns).items:
-                ref = event.involved_object
-                if event.reason != "PodNetworkChanged" or ref.uid in self._replaced:
-                    continue
-                self._replaced.add(ref.uid)
-                try:
-                    self.core.delete_namespaced_pod(ref.name, ns, grace_period_seconds=0,
-                                                    body={"preconditions": {"uid": ref.uid}})
-                except ApiException as e:
-                    if e.status not in (404, 409):  # gone, or a new pod of the same name
-                        raise
 
     def _kubectl(self, *args: str) -> str:
         done = subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args],

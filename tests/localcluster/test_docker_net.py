@@ -347,4 +347,11 @@ def test_a_policy_made_for_a_running_pod_is_enforced_at_once(tmp_path, docker_im
         info = SyncDocker().request("GET", f"/networks/{next(iter(sandbox.networks))}")
         assert info["Internal"]
         assert any(e["reason"] == "PodNetworkChanged" for e in h.events("victim"))
+        # the pod's status shows its address on the new network (probes and clients follow it)
+        old_ip = next(e for e in h.events("victim")
+                      if e["reason"] == "PodNetworkChanged")["message"].split("pod IP ")[1].split()[0]
+        new_ip = await h.until(lambda: (ip := h.pod("victim")["status"].get("podIP")) != old_ip
+                               and ip, what="the new pod IP in the status")
+        container = SyncDocker().request("GET", f"/containers/{sandbox.engine_id}/json")
+        assert [n["IPAddress"] for n in container["NetworkSettings"]["Networks"].values()] == [new_ip]
     run_docker(tmp_path, body)
