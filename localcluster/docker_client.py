@@ -81,6 +81,19 @@ def _message(status: int, body: bytes) -> str:
         return body.decode(errors="replace").strip() or f"HTTP {status}"
 
 
+def _answer(status: int, raw: bytes) -> Any:
+    """The engine's answer: DockerError for an error status, else the JSON body (raw bytes
+    when it is not JSON, None when empty)."""
+    if status >= 400:
+        raise DockerError(status, _message(status, raw))
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -114,14 +127,7 @@ class SyncDocker:
             raise DockerUnavailable(f"{self.path}: {e}") from e
         finally:
             conn.close()
-        if resp.status >= 400:
-            raise DockerError(resp.status, _message(resp.status, raw))
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
+        return _answer(resp.status, raw)
 
 
 class AsyncDocker:
@@ -150,14 +156,7 @@ class AsyncDocker:
                 status = resp.status
         except (aiohttp.ClientError, OSError) as e:
             raise DockerUnavailable(f"{self.path}: {e}") from e
-        if status >= 400:
-            raise DockerError(status, _message(status, raw))
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
+        return _answer(status, raw)
 
     async def stream(self, path: str, query: dict[str, Any] | None = None
                      ) -> AsyncIterator[bytes]:

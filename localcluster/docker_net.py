@@ -52,7 +52,6 @@ class Sandbox:
     ip: str = ""
     networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> aliases
     ips: dict[str, str] = field(default_factory=dict)  # network name -> its address there
-    moved: bool = False  # its home network changed: its pod IP is reported anew
 
 
 def _pod_info(pod: dict) -> PodInfo:
@@ -230,8 +229,8 @@ class DockerNetwork:
                 continue
             nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
             sb.ips = {n: v.get("IPAddress") for n, v in nets.items() if v.get("IPAddress")}
-            if sb.moved and sb.ips.get(sb.home):
-                sb.ip, sb.moved = sb.ips[sb.home], False
+            if not sb.ip and sb.ips.get(sb.home):  # moved to another home network
+                sb.ip = sb.ips[sb.home]
                 if self.on_ip_change is not None:
                     self.on_ip_change(sb.uid, sb.ip)
         flows: dict[str, list] = {name: [] for name in self.pool.bridges}
@@ -268,7 +267,7 @@ class DockerNetwork:
                 self._warn(sb.pod, "PodNetworkChanged",
                            f"the pod's NetworkPolicies moved it to network {home}: its pod IP "
                            f"{sb.ip} changes (containers that read POD_IP at start keep the old one)")
-                sb.home, sb.ip, sb.moved = home, "", True
+                sb.home, sb.ip = home, ""  # the new one is read back below
         for name, aliases in list(sb.networks.items()):
             if want.get(name) != aliases:
                 with contextlib.suppress(DockerError):

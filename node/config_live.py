@@ -83,12 +83,13 @@ class ServerHeartbeatConfig:
 
 def read_server_heartbeat(sec: Section) -> ServerHeartbeatConfig:
     d = ServerHeartbeatConfig()
-    interval = sec.get("interval_seconds", float, d.interval_seconds, check=positive)
-    suspect = sec.get("suspect_after", int, d.suspect_after, check=at_least(1))
-    fail = sec.get("fail_after", int, d.fail_after, check=at_least(2))
+    values = dict(
+        interval_seconds=sec.get("interval_seconds", float, d.interval_seconds, check=positive),
+        suspect_after=sec.get("suspect_after", int, d.suspect_after, check=at_least(1)),
+        fail_after=sec.get("fail_after", int, d.fail_after, check=at_least(2)),
+    )
     sec.finish()
+    suspect, fail = values["suspect_after"], values["fail_after"]
     if suspect is not None and fail is not None and suspect >= fail:
         sec.problem("fail_after", f"must be more than server_heartbeat.suspect_after ({suspect})")
-    return ServerHeartbeatConfig(interval_seconds=interval if interval is not None else d.interval_seconds,
-                                 suspect_after=suspect if suspect is not None else d.suspect_after,
-                                 fail_after=fail if fail is not None else d.fail_after)
+    return ServerHeartbeatConfig(**values)  # as read_live: parse_config raises on any problem

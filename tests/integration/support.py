@@ -26,8 +26,9 @@ def node_spec(node_id: str, databases: list[dict] | None = None, **extra) -> Nod
     return NodeSpec(node_id, f"key-{node_id}-{secrets.token_hex(8)}", databases, extra=extra)
 
 
-def make_stack(tmp_path: Path, nodes: list[NodeSpec], *, proxy: bool = True) -> Stack:
-    stack = Stack(tmp_path / "stack")
+def make_stack(tmp_path: Path, nodes: list[NodeSpec], *, proxy: bool = True,
+               pod_network: str = "auto") -> Stack:
+    stack = Stack(tmp_path / "stack", pod_network=pod_network)
     try:
         stack.start_cluster(images=[TEST_IMAGES])
         stack.start_server(nodes)

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localcluster.stack import DEMO_CSV, JOBS_NAMESPACE, NodeSpec, Stack, wait_for
+from localcluster.stack import DEMO_CSV, JOBS_NAMESPACE, Stack, wait_for
 from localcluster.testing import require_isolation
-from tests.integration.support import TEST_IMAGES, node_spec, pytestmark  # noqa: F401
+from tests.integration.support import make_stack, node_spec, pytestmark  # noqa: F401
 
 PROBE_TIMEOUT = 2
 CATEGORIES = ("kubernetes_api", "node", "pods", "outside", "dns_names")
@@ -30,20 +30,6 @@ CATEGORIES = ("kubernetes_api", "node", "pods", "outside", "dns_names")
 def column(path: Path, name: str = "Age") -> list[float]:
     with open(path, newline="") as f:
         return [float(row[name]) for row in csv.DictReader(f)]
-
-
-def start_stack(workdir: Path, nodes: list[NodeSpec], pod_network: str) -> Stack:
-    stack = Stack(workdir, pod_network=pod_network)
-    try:
-        stack.start_cluster(images=[TEST_IMAGES])
-        stack.start_server(nodes)
-        stack.start_proxy()
-        for spec in nodes:
-            stack.start_node(spec.node_id)
-    except BaseException:
-        stack.close()
-        raise
-    return stack
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +43,7 @@ def node_b_csv(tmp_path_factory) -> Path:
 def isolated(tmp_path_factory, node_b_csv):
     """Two nodes on a cluster that isolates every pod (skipped where that is not possible)."""
     require_isolation()
-    stack = start_stack(tmp_path_factory.mktemp("isolated") / "stack", [
+    stack = make_stack(tmp_path_factory.mktemp("isolated"), [
         node_spec("node-a"),
         node_spec("node-b", [{"label": "default", "uri": str(node_b_csv), "type": "csv"}]),
     ], pod_network="isolated")
@@ -68,8 +54,8 @@ def isolated(tmp_path_factory, node_b_csv):
 @pytest.fixture(scope="module")
 def host_network(tmp_path_factory):
     """One node on a cluster whose pods share the host's network (isolation deliberately off)."""
-    stack = start_stack(tmp_path_factory.mktemp("host") / "stack", [node_spec("node-a")],
-                        pod_network="host")
+    stack = make_stack(tmp_path_factory.mktemp("host"), [node_spec("node-a")],
+                       pod_network="host")
     yield stack
     stack.close()
 
