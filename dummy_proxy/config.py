@@ -1,9 +1,10 @@
 """Typed proxy settings from ``proxy_config.yaml`` and/or the command line."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import yaml
@@ -20,6 +21,31 @@ class ProxyConfig:
     connect_timeout_seconds: float = 5.0
     upstream_timeout_seconds: float = 60.0       # longest silence while reading from upstream
     max_request_seconds: float = 600.0           # longest whole exchange
+    # The node this proxy serves: sent upstream as X-V6-Node-Key (CONTRACTS §4). Never shown.
+    node_api_key: str | None = field(default=None, repr=False)
+
+
+NODE_KEY_ENV = "V6_PROXY_NODE_API_KEY"
+
+
+def node_api_key(raw: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """The node's API key: from the file ``node_api_key_file`` names, else from env
+    ``V6_PROXY_NODE_API_KEY`` (the file wins: it is what the deployment mounted on purpose,
+    while an environment variable may be inherited). None: no identity configured."""
+    path = raw.get("node_api_key_file")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"node_api_key_file: expected a file path, got {path!r}")
+        try:
+            key = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeError) as e:
+            raise ConfigError(f"node_api_key_file: cannot read {path}: "
+                              f"{getattr(e, 'strerror', None) or type(e).__name__}") from e
+        if not key:
+            raise ConfigError(f"node_api_key_file: {path} is empty")
+        return key
+    key = env.get(NODE_KEY_ENV, "").strip()
+    return key or None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -46,7 +72,8 @@ def _number(raw: dict, key: str, default: float, kind=float):
 
 
 def load_config(path: Path | None, listen: str | None = None, upstream: str | None = None,
-                max_body_bytes: int | None = None) -> ProxyConfig:
+                max_body_bytes: int | None = None,
+                env: Mapping[str, str] = os.environ) -> ProxyConfig:
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -56,7 +83,7 @@ def load_config(path: Path | None, listen: str | None = None, upstream: str | No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping")
     known = {"listen", "upstream", "max_body_bytes", "connect_timeout_seconds",
-             "upstream_timeout_seconds", "max_request_seconds"}
+             "upstream_timeout_seconds", "max_request_seconds", "node_api_key_file"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -74,4 +101,5 @@ def load_config(path: Path | None, listen: str | None = None, upstream: str | No
         connect_timeout_seconds=_number(raw, "connect_timeout_seconds", 5.0),
         upstream_timeout_seconds=_number(raw, "upstream_timeout_seconds", 60.0),
         max_request_seconds=_number(raw, "max_request_seconds", 600.0),
+        node_api_key=node_api_key(raw, env),
     )

@@ -20,6 +20,8 @@ CHUNK = 64 * 1024
 FORWARDED_REQUEST_HEADERS = ("Authorization", "Content-Type", "Content-Length",
                              "Content-Encoding", "Accept", "Accept-Encoding", "Accept-Language",
                              "User-Agent", "If-None-Match", "If-Modified-Since")
+# Our node's API key for the server (CONTRACTS §4); the same name as dummy_server.http_api's.
+NODE_KEY_HEADER = "X-V6-Node-Key"
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade"))
@@ -83,6 +85,10 @@ class Proxy:
         if request.remote:
             headers["X-Forwarded-For"] = request.remote
         headers["X-Forwarded-Proto"] = request.scheme
+        # The node's identity comes from our config only: a client's X-V6-Node-Key is not in
+        # FORWARDED_REQUEST_HEADERS, so it never passes (the server binds tokens to it).
+        if self.config.node_api_key:
+            headers[NODE_KEY_HEADER] = self.config.node_api_key
         return headers
 
     async def _body(self, request: web.BaseRequest, state: dict) -> AsyncIterator[bytes]:

@@ -31,6 +31,16 @@ class HeartbeatSettings:
                               f"{self.suspect_after} and {self.offline_after}")
 
 
+# A task's size, end to end: a node refuses a command larger than its limits.max_payload_bytes
+# (node/config.py LimitsConfig, compact JSON), and the command is the task's spec plus an
+# envelope the server adds (run_id, task_id, parent_id and the container token, < 400 bytes).
+# The server accepts a spec of at most NODE_MAX_PAYLOAD_BYTES - COMMAND_ENVELOPE_BYTES, so a
+# task it accepts is never one every node then refuses as too large (tests/server).
+NODE_MAX_PAYLOAD_BYTES = 1_048_576
+COMMAND_ENVELOPE_BYTES = 1024
+MAX_TASK_SPEC_BYTES = NODE_MAX_PAYLOAD_BYTES - COMMAND_ENVELOPE_BYTES
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -39,6 +49,9 @@ class ServerConfig:
     token_secret: bytes = b""
     token_ttl_seconds: int = 3600
     max_body_bytes: int = 1_048_576
+    # How long POST /api/task with a container token waits for a pending/initializing parent
+    # run to become active: the algorithm may ask before the node's status change arrives.
+    subtask_parent_wait_seconds: float = 10.0
     node_keys: Mapping[str, str] = field(default_factory=dict)        # api key -> node id
     researcher_keys: Mapping[str, str] = field(default_factory=dict)  # api key -> researcher name
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
@@ -111,7 +124,7 @@ def load_config(path: str | Path | None, env: Mapping[str, str] = os.environ) ->
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     known = {"host", "port", "database", "token_secret", "token_ttl_seconds", "max_body_bytes",
-             "nodes", "researchers", "heartbeat"}
+             "nodes", "researchers", "heartbeat", "subtask_parent_wait_seconds"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -123,6 +136,10 @@ def load_config(path: str | Path | None, env: Mapping[str, str] = os.environ) ->
     secret = env.get(SECRET_ENV) or raw.get("token_secret") or ""
     if not isinstance(secret, str) or len(secret) < 16:
         raise ConfigError(f"token_secret (or env {SECRET_ENV}) must be a string of at least 16 characters")
+    wait = raw.get("subtask_parent_wait_seconds", 10.0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 600:
+        raise ConfigError(f"subtask_parent_wait_seconds: expected a number from 0 to 600, "
+                          f"got {wait!r}")
     database = Path(str(raw.get("database", "v6-server.sqlite")))
     if path is not None and not database.is_absolute():
         database = Path(path).resolve().parent / database
@@ -133,6 +150,7 @@ def load_config(path: str | Path | None, env: Mapping[str, str] = os.environ) ->
         token_secret=secret.encode(),
         token_ttl_seconds=_pos_int(raw, "token_ttl_seconds", 3600),
         max_body_bytes=_pos_int(raw, "max_body_bytes", 1_048_576),
+        subtask_parent_wait_seconds=float(wait),
         node_keys=node_keys,
         researcher_keys=researcher_keys,
         heartbeat=_heartbeat(raw),

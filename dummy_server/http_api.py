@@ -1,6 +1,7 @@
 """HTTP API (CONTRACTS §3): researchers with their key, algorithm containers with their token."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -15,6 +16,12 @@ from .validation import is_id, parse_task_request
 log = logging.getLogger(__name__)
 SERVICE = web.AppKey("service", Service)
 SOCKETS = web.AppKey("sockets", SocketHandlers)
+# Added by a node's proxy (dummy_proxy.proxy uses the same name): the node's API key, which binds
+# a container token to the proxy it came through (CONTRACTS §3, §4).
+NODE_KEY_HEADER = "X-V6-Node-Key"
+# Runs in these states have not started yet as far as the server knows.
+STARTING = frozenset({"pending", "initializing"})
+PARENT_POLL_SECONDS = 0.05
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -37,7 +44,18 @@ def _principal(request: web.Request):
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     bearer = value.strip() if scheme.lower() == "bearer" else None
-    return request.app[SERVICE].authenticate(bearer)
+    return request.app[SERVICE].authenticate(bearer, request.headers.get(NODE_KEY_HEADER))
+
+
+async def _wait_for_active_parent(request: web.Request, who) -> None:
+    """An algorithm may ask for subtasks before the node's "active" status change has reached
+    us: give the parent run a bounded time to get there (the status arrives over Socket.IO in
+    this process, so a cheap store read per tick is enough)."""
+    service = request.app[SERVICE]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + service.config.subtask_parent_wait_seconds
+    while service.parent_run_status(who) in STARTING and loop.time() < deadline:
+        await asyncio.sleep(PARENT_POLL_SECONDS)
 
 
 def _int_id(text: str, what: str) -> int:
@@ -76,6 +94,7 @@ async def create_task(request: web.Request) -> web.Response:
     except RecursionError as e:  # "[[[[…" deeper than the parser's stack (was a 500)
         raise BadRequest("request body is not valid JSON: nested too deeply") from e
     req = parse_task_request(body, service.config.node_ids)
+    await _wait_for_active_parent(request, who)
     created, messages = service.create_task(who, req)
     await request.app[SOCKETS].send(messages)
     return web.json_response(created, status=201)
@@ -92,6 +111,7 @@ async def kill_task(request: web.Request) -> web.Response:
     task_id = _int_id(request.match_info["id"], "task")
     nodes = request.app[SERVICE].kill_targets(who, task_id)
     answers = await request.app[SOCKETS].kill(task_id, nodes)
+    await request.app[SOCKETS].send(request.app[SERVICE].kill_confirmed(task_id, answers))
     return web.json_response({"task_id": task_id, "nodes": answers})
 
 

@@ -14,7 +14,8 @@ from . import presence, tokens
 from .config import ServerConfig
 from .errors import BadRequest, Forbidden, NotFound, TokenError, Unauthorized
 from .store import TERMINAL, Store
-from .validation import COMMAND_KEYS, TaskRequest, parse_legacy_request, parse_result, parse_status_change
+from .validation import (COMMAND_KEYS, TaskRequest, is_id, parse_legacy_request, parse_result,
+                         parse_status_change)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,22 @@ def _when(t: float) -> str:
 
 
 MAX_PROGRESS_MESSAGE = 500
+KILLED = "killed by user"
+
+
+def _ended(run: dict) -> str | None:
+    """Why a run's container token no longer works (None: the run is pending/initializing/
+    active and has no result yet)."""
+    status = run["status"]
+    if status not in TERMINAL and run["result"] is None:
+        return None
+    if status == "completed":
+        return "the run is completed"
+    if status == KILLED:
+        return "the run was killed"
+    if status in TERMINAL:
+        return f"the run ended as {status!r}"
+    return "the run's result has arrived"
 
 
 def parse_progress(data: Any) -> tuple[int, int, float | None, str]:
@@ -108,7 +125,10 @@ class Service:
         return self._clock()
 
     # --- authentication -------------------------------------------------------------------
-    def authenticate(self, bearer: str | None) -> Principal:
+    def authenticate(self, bearer: str | None, node_key: str | None = None) -> Principal:
+        """Who is asking. ``node_key``: the X-V6-Node-Key header, which a node's proxy adds; a
+        container token is accepted only with the key of its run's node, and only while that
+        run is not finished (CONTRACTS §3)."""
         if not bearer:
             raise Unauthorized("missing bearer token")
         name = self.config.researcher_keys.get(bearer)
@@ -122,7 +142,33 @@ class Service:
         run = self.store.run_of_node(claims.run_id, claims.node_id)
         if run is None or run["task_id"] != claims.task_id:
             raise TokenError("token does not match a known run")
+        self._check_node_identity(claims, node_key)
+        ended = _ended(run)
+        if ended is not None:
+            raise TokenError(f"container token of run {claims.run_id} is no longer valid: "
+                             f"{ended}")
         return Container(claims)
+
+    def _check_node_identity(self, claims: tokens.Claims, node_key: str | None) -> None:
+        if not node_key:
+            raise Unauthorized("container tokens are accepted only through a node's proxy "
+                               "(no node identity)")
+        via = self.config.node_keys.get(node_key)
+        if via is None:  # the key itself is never echoed
+            raise Unauthorized("container tokens are accepted only through a node's proxy "
+                               "(unknown node identity)")
+        if via != claims.node_id:
+            log.warning("container token of a run of %s presented through the proxy of %s",
+                        claims.node_id, via)
+            raise Forbidden(f"container token of a run of node '{claims.node_id}' was "
+                            f"presented through the proxy of node '{via}'")
+
+    def parent_run_status(self, who: Principal) -> str | None:
+        """The status of the run whose token ``who`` holds (None for researchers)."""
+        if not isinstance(who, Container):
+            return None
+        run = self.store.run_of_node(who.claims.run_id, who.claims.node_id)
+        return None if run is None else run["status"]
 
     # --- tasks ----------------------------------------------------------------------------
     def create_task(self, who: Principal, req: TaskRequest) -> tuple[dict, list[Message]]:
@@ -130,6 +176,10 @@ class Service:
         owner = who.name if isinstance(who, Researcher) else None
         nodes = req.nodes or self.config.node_ids
         if isinstance(who, Container):
+            status = self.parent_run_status(who)
+            if status != "active":
+                raise Forbidden(f"run {who.claims.run_id} is {status or 'unknown'}: a subtask "
+                                f"can be created only while its parent run is active")
             parent = self.store.task(who.claims.task_id)
             if parent is None:
                 raise Forbidden("the token's task no longer exists")
@@ -310,6 +360,23 @@ class Service:
         else:
             self._check_read(who, task)
         return [r["node_id"] for r in self.store.runs_of_task(task_id) if r["status"] not in TERMINAL]
+
+    def kill_confirmed(self, task_id: int, answers: dict) -> list[Message]:
+        """Mark the runs each node says it killed as ``killed by user`` at once, so their
+        tokens die now rather than when the node's own status change arrives."""
+        messages: list[Message] = []
+        for node_id, answer in answers.items():
+            killed = answer.get("killed") if isinstance(answer, dict) else None
+            for run_id in killed if isinstance(killed, list) else []:
+                run = self.store.run_of_node(run_id, node_id) if is_id(run_id) else None
+                if run is None or run["task_id"] != task_id:
+                    continue
+                detail = "kill confirmed by the node"
+                if self.store.set_status(run["pk"], KILLED, detail):
+                    messages += self._to_owner(task_id, "task_status", {
+                        "task_id": task_id, "run_id": run_id, "node_id": node_id,
+                        "status": KILLED, "detail": detail})
+        return messages
 
     # --- reading back ---------------------------------------------------------------------
     def _check_read(self, who: Principal, task: dict) -> None:

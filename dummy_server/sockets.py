@@ -29,6 +29,33 @@ class SocketHandlers:
                      "run_result", "command_rejected", "command_request", "algorithm_progress",
                      "node_heartbeat"):
             sio.on(name, getattr(self, "on_" + name))
+        sio.on("*", self.on_unknown_event)
+        # python-socketio logs an undecodable packet (bad JSON, nested past the recursion
+        # limit) as an error deep inside engineio and answers nothing: wrap its message
+        # handler so the sender hears about it (CONTRACTS §2 protocol_error)
+        self._decode = sio._handle_eio_message
+        sio.eio.on("message", self._on_eio_message)
+
+    async def _on_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await self._decode(eio_sid, data)
+        except (ValueError, TypeError, RecursionError) as e:
+            sid = self.sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
+            size = len(data) if isinstance(data, (str, bytes)) else None
+            log.warning("undecodable packet from %s (%s bytes): %s", sid, size,
+                        type(e).__name__)
+            if sid is not None:
+                await self.sio.emit("protocol_error",
+                                    {"event": None, "error": "packet could not be decoded"},
+                                    to=sid)
+
+    async def on_unknown_event(self, event: str, sid: str, *_data: Any) -> dict:
+        """Any event without a handler: answered (ack and protocol_error), never dropped."""
+        name = str(event)[:64]  # the name only: payloads may hold data or tokens
+        log.warning("unknown event %r from %s", name, sid)
+        error = f"unknown event {name!r}"
+        await self.sio.emit("protocol_error", {"event": name, "error": error}, to=sid)
+        return {"ok": False, "error": error}
 
     async def presence_checker(self, _app: Any = None):
         """aiohttp cleanup context: one task that moves nodes by their silence (CONTRACTS §2)."""

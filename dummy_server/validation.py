@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .config import MAX_TASK_SPEC_BYTES
 from .errors import BadRequest
 from .store import STATUSES
 
@@ -20,6 +21,17 @@ MAX_LEGACY_ID = 2 ** 52  # the upper half of the id space stays free for later t
 MAX_DEPTH = 64  # nesting of lists/objects in a task's input or a relayed payload
 # optional task fields that reach the node's command as given
 COMMAND_KEYS = ("arguments", "resources", "deadline_seconds", "service")
+
+
+class TooLarge(BadRequest):
+    """A task larger than nodes accept once the server adds its envelope (config.py)."""
+
+    status = 413
+
+
+def spec_size(spec: dict) -> int:
+    """Bytes of ``spec`` as the node measures a command (node/models.py _payload_size)."""
+    return len(json.dumps(spec, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,11 @@ def check_plain_json(value: Any, what: str) -> None:
         raise BadRequest(f"{what}: NaN and Infinity are not JSON numbers") from None
     except RecursionError:
         raise BadRequest(f"{what}: nested too deeply") from None
+    except TypeError:
+        # bytes (a Socket.IO binary attachment) or another non-JSON value, anywhere nested:
+        # json.dumps raised TypeError and the handler died without an ack, so a node retried
+        # the same result forever
+        raise BadRequest(f"{what}: contains a value that is not JSON (binary data?)") from None
 
 
 def is_id(value: Any) -> bool:
@@ -138,9 +155,16 @@ def parse_task_request(body: Any, known_nodes: list[str]) -> TaskRequest:
     if service is not None and not isinstance(service, dict):
         # the node checks the rest, against its own policy (allowed images, databases)
         raise BadRequest("service: expected an object with at least 'image' and 'port'")
-    return TaskRequest(image=image, input=body.get("input"), arguments=arguments,
-                       databases=databases, nodes=nodes, name=name, resources=resources,
-                       deadline_seconds=deadline, service=service)
+    request = TaskRequest(image=image, input=body.get("input"), arguments=arguments,
+                          databases=databases, nodes=nodes, name=name, resources=resources,
+                          deadline_seconds=deadline, service=service)
+    size = spec_size(request.spec())
+    if size > MAX_TASK_SPEC_BYTES:
+        # measured as the node will: the raw body's size differs (whitespace, escapes, "1e5")
+        raise TooLarge(f"task too large: {size} bytes as compact JSON, at most "
+                       f"{MAX_TASK_SPEC_BYTES} (nodes accept {MAX_TASK_SPEC_BYTES} plus the "
+                       f"server's envelope)")
+    return request
 
 
 def parse_legacy_request(payload: Any, known_nodes: list[str]) -> tuple[dict, list[str]]:
@@ -184,4 +208,7 @@ def parse_result(data: Any) -> tuple[int, str, Any, Any]:
     status = data.get("status")
     if status not in STATUSES:
         raise BadRequest(f"run_result: unknown status {status!r}")
+    # checked before anything is stored: bytes in data made the store raise (CONTRACTS §2)
+    check_plain_json(data.get("data"), "run_result.data")
+    check_plain_json(data.get("logs"), "run_result.logs")
     return data["run_id"], status, data.get("data"), data.get("logs")

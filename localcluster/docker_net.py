@@ -6,7 +6,8 @@ NetworkPolicies allow (the plan: `localcluster.docker_net_plan`).
 plan with the pod's Service aliases, and starts it; the pod's containers join its network
 namespace (``netns = "container:<sandbox id>"``, read by `runtime.docker`). Pod IP = the sandbox's
 address on its home network. Every change of pods, NetworkPolicies, Services or Namespaces
-re-plans all running sandboxes (connect/disconnect, networks made and removed as needed). The
+re-plans all running sandboxes (connect/disconnect, networks made and removed as needed) and
+their Service ClusterIP rules (`docker_services`: kube-proxy's DNAT, in each sandbox). The
 open pods' ``default`` network is made at start and kept: its gateway (``gateway``, also in
 `describe`) is the host's address for pods whose egress is open (e.g. to reach the API server). A pod
 whose policies cannot be translated raises `NetworkPolicyUnsupported` (the kubelet reports it and
@@ -30,6 +31,7 @@ from localcluster.docker_networks import NetworkPool
 from localcluster.docker_client import LABEL, AsyncDocker, DockerError, SyncDocker
 from localcluster.docker_images import pause_image
 from localcluster.docker_net_plan import PodInfo, PodPlan, PolicyUnsupported, plan
+from localcluster.docker_services import Endpoint, apply_nat, nat_rules
 from localcluster.netns import NetworkError, PodNet
 from localcluster.resources import NAMESPACES, NETWORKPOLICIES, PODS, SERVICES
 from localcluster.runtime.docker import OWNER_LABEL, POD_LABEL, owner_id
@@ -52,6 +54,8 @@ class Sandbox:
     ip: str = ""
     networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> aliases
     ips: dict[str, str] = field(default_factory=dict)  # network name -> its address there
+    pid: int = 0  # the sandbox's process (its network namespace), for the Service rules
+    nat: tuple | None = None  # the Service rules last set in it (docker_services)
 
 
 def _pod_info(pod: dict) -> PodInfo:
@@ -229,6 +233,7 @@ class DockerNetwork:
                 continue
             nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
             sb.ips = {n: v.get("IPAddress") for n, v in nets.items() if v.get("IPAddress")}
+            sb.pid = int((info.get("State") or {}).get("Pid") or 0)
             if not sb.ip and sb.ips.get(sb.home):  # moved to another home network
                 sb.ip = sb.ips[sb.home]
                 if self.on_ip_change is not None:
@@ -245,6 +250,21 @@ class DockerNetwork:
                     flows[name].append((src.ips[name], dst.ips[name], ports))
         for name, wanted in flows.items():
             self.pool.set_flows(name, wanted)
+        await self._apply_service_nat()
+
+    async def _apply_service_nat(self) -> None:
+        """ClusterIPs reachable from every pod, as kube-proxy makes them (docker_services)."""
+        services = self.store.list(SERVICES)[0] if self.store is not None else []
+        eps = [Endpoint(uid=sb.uid, namespace=sb.pod["metadata"]["namespace"],
+                        labels=dict(sb.pod["metadata"].get("labels") or {}),
+                        ports=_pod_info(sb.pod).ports, ips=dict(sb.ips))
+               for sb in self.sandboxes.values()]
+        for uid, rules in nat_rules(eps, services).items():
+            sb = self.sandboxes.get(uid)
+            if sb is None or not sb.pid or sb.nat == rules:
+                continue
+            if await asyncio.to_thread(apply_nat, sb.pid, rules):
+                sb.nat = rules
 
     async def _apply_one(self, sb: Sandbox, pp: PodPlan | PolicyUnsupported | None) -> None:
         if pp is None:

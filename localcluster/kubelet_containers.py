@@ -69,7 +69,8 @@ class ContainerRunner:
                                 self.k.allocatable, service_env=self.k.service_env(self))
                 ident = identity(view, c, image)
                 argv = build_argv(c, image, env)
-                mounts = container_mounts(view, c, volumes, env)
+                # the pod's hosts/resolv.conf first: a volume mounted there by the container wins
+                mounts = [*self.dns_mounts, *container_mounts(view, c, volumes, env)]
             except (ConfigError, OSError) as e:
                 self._waiting(cs, "CreateContainerConfigError", str(e))
                 self._event("Warning", "Failed", f"Error: {e}", name)

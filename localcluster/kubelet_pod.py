@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from localcluster.errors import ApiError
 from localcluster.kubelet_containers import Backoff, ContainerRunner
+from localcluster.kubelet_dns import write_dns_files
 from localcluster.kubelet_logs import pod_dir
 from localcluster.kubelet_spec import unschedulable_message
 from localcluster.kubelet_status import (initial_status, pod_conditions, pod_phase, rfc3339,
@@ -50,6 +51,7 @@ class PodWorker(ContainerRunner):
             cs["state"] = waiting(first)
         self.pod_ip: str | None = None
         self.netns: str | None = None  # the pod's network namespace (None: the host's)
+        self.dns_mounts: list = []  # /etc/hosts, /etc/resolv.conf of the pod (kubelet_dns)
         self.start_time: str | None = None
         self.sandbox_ready = False
         self.init_done = not self.init_statuses
@@ -169,6 +171,7 @@ class PodWorker(ContainerRunner):
             self.side_tasks.append(asyncio.ensure_future(self._deadline(float(deadline))))
         self._push()
         volumes = await self._prepare_volumes()
+        self.dns_mounts = write_dns_files(self._pod_view(), self.pod_ip, self._volume_dir() / "etc")
         self.sandbox_ready = True
         self._push()
         spec = self.pod.get("spec") or {}

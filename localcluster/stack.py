@@ -8,6 +8,10 @@ network namespace when it can (root, ``ip``, ``nft``; see `localcluster.netns`),
 the only way out: the proxy then listens on the cluster's gateway address (`proxy_host`) at a port
 picked before the cluster starts (the cluster's ``--egress-allow gateway:PORT``), and the nodes'
 config points there. Without root or the tools it falls back to the host's network (logged).
+
+Each node gets a proxy of its own, started with that node's API key (the server accepts a run's
+container token only through its node's proxy, CONTRACTS §4); isolated pod networks allow up to
+`PROXY_SLOTS` proxy ports.
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CSV = REPO / "algorithms" / "avg" / "data" / "employees.csv"
 JOBS_NAMESPACE = "v6-jobs"
+PROXY_NAMESPACE = "v6-node"  # where the proxies' Services are (node config proxy.namespace)
+PROXY_SLOTS = 4  # proxy ports allowed out of isolated pod networks: one per node
 
 
 class StackError(Exception):
@@ -102,11 +108,12 @@ class Stack:
         self.cluster = None
         self.kubeconfig: Path | None = None
         self.server_url: str | None = None
-        self.proxy_port: int | None = None
+        self.proxy_port: int | None = None  # the first node's proxy (see proxy_ports)
+        self.proxy_ports: dict[str, int] = {}  # node id -> the port of that node's proxy
         self.pod_network = pod_network  # host | isolated | auto (for the local cluster)
         self.network: dict = {"mode": "host"}  # as the local cluster describes it
         self.proxy_host = "127.0.0.1"  # where the proxy listens (the gateway when isolated)
-        self._proxy_listen_port = 0
+        self._proxy_listen_ports: list[int] = []  # allowed out of isolated pods, in order
         self.nodes: dict[str, NodeSpec] = {}
 
     # -- processes -----------------------------------------------------------------------------
@@ -150,10 +157,10 @@ class Stack:
                                 "network", why)
                 mode = "host" if why else "isolated"
             if mode == "isolated":
-                # the proxy's port must be allowed before the proxy can listen on the gateway
-                self._proxy_listen_port = free_port()
+                # the proxies' ports must be allowed before they can listen on the gateway
+                self._proxy_listen_ports = [free_port() for _ in range(PROXY_SLOTS)]
                 kwargs["egress_allow"] = [*kwargs.get("egress_allow", []),
-                                          f"{GATEWAY}:{self._proxy_listen_port}"]
+                                          *(f"{GATEWAY}:{p}" for p in self._proxy_listen_ports)]
             state_dir = self.workdir / "cluster"
             state_dir.mkdir(parents=True, exist_ok=True)
             self.cluster = LocalCluster(state_dir=state_dir, pod_network=mode, **kwargs)
@@ -173,6 +180,30 @@ class Stack:
         except ApiException as e:
             if e.status != 409:
                 raise
+        finally:
+            api.close()
+
+    def _ensure_proxy_service(self, proxy: dict) -> None:
+        """The Service a node reads its proxy's address from. The proxies here are processes
+        outside the cluster and the stand-in has no kube-proxy, so the Service has no selector
+        and its ClusterIP is the proxy's own listen address (port = targetPort)."""
+        from kubernetes import client, config
+        from kubernetes.client.rest import ApiException
+        self._ensure_namespace(proxy["namespace"])
+        ports = [{"name": "http", "port": proxy["port"], "targetPort": proxy["port"],
+                  "protocol": "TCP"}]
+        body = {"metadata": {"name": proxy["service"], "namespace": proxy["namespace"]},
+                "spec": {"clusterIP": self.proxy_host, "ports": ports}}
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        try:
+            core = client.CoreV1Api(api)
+            try:
+                core.create_namespaced_service(proxy["namespace"], body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                core.patch_namespaced_service(proxy["service"], proxy["namespace"],
+                                              {"spec": {"ports": ports}})
         finally:
             api.close()
 
@@ -209,22 +240,43 @@ class Stack:
                                       "--port-file", str(port_file)])
         self._wait_port_file(proc, port_file)
 
-    def start_proxy(self) -> None:
-        port_file = self.workdir / "proxy.port"
-        port_file.unlink(missing_ok=True)
-        listen = f"{self.proxy_host}:{self._proxy_listen_port}"
-        proc = self._spawn("proxy", ["-m", "dummy_proxy", "--listen", listen,
-                                     "--upstream", self.server_url, "--port-file", str(port_file)])
-        self.proxy_port = self._wait_port_file(proc, port_file)
+    def start_proxy(self, node_id: str | None = None) -> None:
+        """The proxy of one node, or of every node of the server that has none yet. Each one
+        forwards with its node's API key; the first node's is named `proxy` (`proxy_port`)."""
+        if not self.nodes:
+            raise StackError("start the server with its nodes before their proxies")
+        for nid in [node_id] if node_id else [n for n in self.nodes if n not in self.proxy_ports]:
+            first = not self.proxy_ports
+            name = "proxy" if first else f"proxy-{nid}"
+            port = 0
+            if self._proxy_listen_ports:
+                slot = len(self.proxy_ports)
+                if slot >= len(self._proxy_listen_ports):
+                    raise StackError(f"no proxy port left for node {nid}: isolated pod networks "
+                                     f"allow {len(self._proxy_listen_ports)} proxies")
+                port = self._proxy_listen_ports[slot]
+            port_file = self.workdir / f"{name}.port"
+            port_file.unlink(missing_ok=True)
+            proc = self._spawn(name, ["-m", "dummy_proxy", "--listen", f"{self.proxy_host}:{port}",
+                                      "--upstream", self.server_url, "--port-file", str(port_file)],
+                               env={"V6_PROXY_NODE_API_KEY": self.nodes[nid].api_key})
+            self.proxy_ports[nid] = self._wait_port_file(proc, port_file)
+            if first:
+                self.proxy_port = self.proxy_ports[nid]
 
     def node_config(self, spec: NodeSpec) -> dict:
+        proxy_service = f"v6-proxy-{spec.node_id}"
         cfg = {
             "node_id": spec.node_id,
             "server_url": self.server_url,
             "task_dir": str(self.workdir / "nodes" / spec.node_id / "tasks"),
             "databases": spec.databases,
             "kubernetes": {"kubeconfig": str(self.kubeconfig), "jobs_namespace": JOBS_NAMESPACE},
-            "proxy": {"host": self.proxy_host, "port": self.proxy_port or 0},
+            # algorithm pods have no DNS: the node finds its proxy's Service (made by
+            # start_node) and gives the pods its name through hostAliases
+            "proxy": {"host": f"{proxy_service}.{PROXY_NAMESPACE}.svc.cluster.local",
+                      "port": self.proxy_ports.get(spec.node_id, self.proxy_port or 0),
+                      "namespace": PROXY_NAMESPACE, "service": proxy_service},
             "images": {"allowed": ["v6-demo/*"]},
             "job": {"deadline_seconds": 300, "termination_grace_seconds": 5},
             "completion": {"mode": spec.completion_mode},
@@ -242,6 +294,7 @@ class Stack:
     def start_node(self, node_id: str, *, wait_ready: bool = True) -> Proc:
         spec = self.nodes[node_id]
         cfg = self.node_config(spec)
+        self._ensure_proxy_service(cfg["proxy"])
         path = self.workdir / f"node-{node_id}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         proc = self._spawn(f"node-{node_id}", ["-m", "node", "--config", str(path)],

@@ -10,7 +10,8 @@ Two layers:
    - pod specs (pods, and Job/Deployment templates): at least one container; container and
      volume names DNS-1123 labels, unique; image required; volumeMounts name an existing
      volume and mountPath is absolute; restartPolicy Always|OnFailure|Never (Job templates:
-     Never|OnFailure); dnsPolicy; port numbers; env var names;
+     Never|OnFailure); dnsPolicy, dnsConfig and hostAliases (`validation_dns`); port numbers;
+     env var names;
    - jobs: non-negative counts, activeDeadlineSeconds > 0, the selector matches the template
      labels; on update the selector and template are immutable;
    - services: port numbers and unique port names.
@@ -30,6 +31,7 @@ from referencing import Resource as RefResource
 from localcluster.errors import invalid
 from localcluster.resources import (DEPLOYMENTS, JOBS, NAMESPACES, PODS, SERVICES, Resource)
 from localcluster.selectors import LabelSelector
+from localcluster.validation_dns import dns_causes
 
 K8S_SCHEMA_VERSION = "1.30.0"
 
@@ -208,6 +210,7 @@ def pod_spec_causes(spec: Any, field: str, restart_policies: tuple[str, ...]) ->
     dns = spec.get("dnsPolicy")
     if dns is not None and dns not in ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"):
         yield _cause(f"{field}.dnsPolicy", f'Unsupported value: "{dns}"', "FieldValueNotSupported")
+    yield from dns_causes(spec, field, _cause, dns1123_subdomain_errors)
     grace = spec.get("terminationGracePeriodSeconds")
     if isinstance(grace, int) and grace < 0:
         yield _cause(f"{field}.terminationGracePeriodSeconds",

@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from node import retry
 from node.cluster import Cluster, WatchEvent
@@ -26,6 +26,7 @@ from node.manifests import build_job, job_name, recovery_info
 from node.models import MAX_ID, Result, StatusReport, TaskCommand, TaskStatus, parse_command
 from node.live import NoLive
 from node.objects import slim, slim_item
+from node.proxy_address import ProxyAddress, ProxyServiceError
 from node.status import run_status
 from node.workspace import OutputTooLarge, Workspace
 
@@ -60,11 +61,18 @@ def _run_id_of(obj: dict) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _no_proxy() -> ProxyAddress:
+    raise ProxyServiceError("the node was started without a proxy address")
+
+
 class Agent:
     def __init__(self, config: NodeConfig, cluster: Cluster, ledger: Ledger,
                  workspace: Workspace, reporter: Any, stop: threading.Event,
-                 live: Any = None):
+                 live: Any = None, proxy: Callable[[], ProxyAddress] | None = None):
         self.config = config
+        # the proxy's Service as last read (node.proxy_service); raises ProxyServiceError while
+        # it is unknown, and then runs are refused rather than given DNS
+        self.proxy = proxy if proxy is not None else _no_proxy
         self.live = live if live is not None else NoLive()  # the live channel's hooks
         self.cluster = cluster
         self.jobs = JobOps(cluster, config, stop)
@@ -187,7 +195,7 @@ class Agent:
         self.runs[cmd.run_id] = run
         try:
             self.workspace.prepare(cmd)
-            job = build_job(cmd, self.config)
+            job = build_job(cmd, self.config, self.proxy())
             if not self._create_job(run, job):
                 return
         except (NodeError, OSError) as e:

@@ -16,6 +16,7 @@ from node.ledger import Ledger
 from node.live import LiveManager
 from node.live_version import check_cluster_version
 from node.manifests import build_network_policy, selector_for_node
+from node.proxy_service import ProxyAddress, ProxyResolver, read_proxy_service
 from node.reporting import Reporter
 from node.server_link import ServerLink
 from node.watching import KINDS, Poller, Watcher
@@ -44,8 +45,10 @@ class NodeApp:
         self.reporter = Reporter(self.link, self.ledger, self.stop_event)
         self.live = (LiveManager(config.live, config.node_id, self.link.emit)
                      if config.live.enabled else None)
+        self.proxy = ProxyResolver(lambda: read_proxy_service(self.cluster, config),
+                                   self._apply_network_policy, self.stop_event)
         self.agent = Agent(config, self.cluster, self.ledger, self.workspace, self.reporter,
-                           self.stop_event, live=self.live)
+                           self.stop_event, live=self.live, proxy=self.proxy.current)
         selector = selector_for_node(config.node_id)
         c = config.completion
         if c.mode == "poll":
@@ -76,13 +79,23 @@ class NodeApp:
             "outbox": self.ledger.outbox_size(),
         }
 
-    def start(self) -> None:
+    def _apply_network_policy(self, address: ProxyAddress) -> None:
+        """For every new proxy address (its targetPort is the policy's port). The resolver takes
+        the address only once this succeeded: runs never start under an outdated policy."""
         try:
-            retry.call(lambda: self.cluster.apply_network_policy(build_network_policy(self.config)),
-                       what="apply network policy", stop=self.stop_event)
+            retry.call(lambda: self.cluster.apply_network_policy(
+                build_network_policy(self.config, address)), what="apply network policy",
+                stop=self.stop_event)
         except ClusterError as e:
-            # without the policy algorithm pods would not be isolated: refuse to run them
             raise ClusterError(f"cannot apply the algorithms' network policy: {e}") from e
+
+    def start(self) -> None:
+        # without the proxy's Service (and the policy made from it) runs are refused with the
+        # reason; the resolver keeps trying, so a Service created later is picked up
+        if not self.proxy.refresh():
+            log.error("runs are refused until the proxy's Service %s/%s can be read",
+                      self.config.proxy.namespace, self.config.proxy.service)
+        self.proxy.start()
         if self.live is not None:
             # native sidecars need Kubernetes 1.29+: refuse clearly rather than make pods that
             # an older cluster would run with the sidecar as a blocking init container
@@ -108,6 +121,7 @@ class NodeApp:
         if self.live is not None:
             self.live.stop()
         self.reporter.join(timeout=15)
+        self.proxy.join(timeout=15)
         for w in self.watchers:
             w.join(timeout=15)
         self.health.close()

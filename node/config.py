@@ -63,9 +63,11 @@ class KubernetesConfig:
 @dataclass(frozen=True)
 class ProxyConfig:
     host: str = "v6-proxy.v6-node.svc.cluster.local"
-    port: int = 8080
-    # Where the proxy's pods are, for the algorithm pods' NetworkPolicy.
+    port: int = 8080  # the Service's port (pods connect to it; env PORT)
+    # Where the proxy's pods are, for the algorithm pods' NetworkPolicy; the Service (in the
+    # same namespace) gives its ClusterIP (hostAliases) and targetPort (the policy's port).
     namespace: str = "v6-node"
+    service: str = "v6-proxy"
     pod_labels: dict[str, str] = field(default_factory=lambda: {"app": "v6-proxy"})
 
 
@@ -307,6 +309,7 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
         host=p.get("host", str, ProxyConfig.host, check=matches(HOST_RE, "host name", HOST_RULE)),
         port=p.get("port", int, ProxyConfig.port, check=port_number(1)),
         namespace=p.get("namespace", str, ProxyConfig.namespace, check=matches(DNS_LABEL_RE, "namespace")),
+        service=p.get("service", str, ProxyConfig.service, check=matches(DNS_LABEL_RE, "service name")),
         pod_labels=_read_pod_labels(p),
     )
     p.finish()

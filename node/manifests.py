@@ -14,7 +14,7 @@ Volume choices:
 from __future__ import annotations
 
 import hashlib
-
+import ipaddress
 import json
 import posixpath
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from node.companion import add_service
 from node.config import FILE_DATABASE_TYPES, NodeConfig, env_suffix
 from node.errors import RecoveryError
 from node.models import MAX_ID, TaskCommand
+from node.proxy_address import ProxyAddress
 
 MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "v6-node"
@@ -52,6 +53,15 @@ SIDECAR_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"},
 LIVE_VOLUME_LIMIT = "16Mi"
 
 GPU_RESOURCE = "nvidia.com/gpu"
+
+# Algorithm pods have no DNS (a resolver forwards any name upstream: data could leave in the
+# queries). The one nameserver is the pod's own loopback, where nothing listens: a lookup fails
+# at once instead of timing out, and never leaves the pod's network namespace. The proxy's name
+# comes from hostAliases (/etc/hosts) instead.
+NO_DNS_CONFIG: dict[str, Any] = {"nameservers": ["127.0.0.1"], "searches": [],
+                                 "options": [{"name": "ndots", "value": "1"},
+                                             {"name": "attempts", "value": "1"},
+                                             {"name": "timeout", "value": "1"}]}
 
 
 def check_run_id(run_id: int) -> int:
@@ -235,8 +245,20 @@ def build_sidecar(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
     }
 
 
-def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
-    """The ``batch/v1`` Job running one task (a plain dict in the API's JSON shape)."""
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def build_job(cmd: TaskCommand, config: NodeConfig, proxy: ProxyAddress) -> dict[str, Any]:
+    """The ``batch/v1`` Job running one task (a plain dict in the API's JSON shape).
+
+    ``proxy`` is the proxy Service as read from the cluster: the pod gets no DNS and finds the
+    proxy's name (``proxy.host``) at the Service's ClusterIP through ``hostAliases``.
+    """
     job = config.job
     labels = run_labels(config.node_id, cmd)
     volumes, volume_mounts = _volumes(cmd, config)
@@ -264,7 +286,11 @@ def build_job(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         },
         "containers": [container],
         "volumes": volumes,
+        "dnsPolicy": "None",
+        "dnsConfig": json.loads(json.dumps(NO_DNS_CONFIG)),
     }
+    if not _is_ip(config.proxy.host):  # an address needs no name
+        pod_spec["hostAliases"] = [{"ip": proxy.cluster_ip, "hostnames": [config.proxy.host]}]
     if config.live.enabled:
         container["env"].append({"name": "PROGRESS_FILE", "value": PROGRESS_FILE})
         container["volumeMounts"].append({"name": SIDECAR_NAME, "mountPath": LIVE_MOUNT,
@@ -303,18 +329,27 @@ def network_policy_name(node_id: str) -> str:
     return f"v6-node-{node_id}-algorithms"
 
 
-def build_network_policy(config: NodeConfig) -> dict[str, Any]:
-    """Isolation of this node's algorithm pods: egress only to the proxy and to DNS; no ingress,
-    except, with the live channel, from the node's pods to the sidecar's two ports."""
+def live_peer_labels(config: NodeConfig) -> dict[str, str]:
+    """The labels of the pods that may reach this node's sidecars: this node's own pod only
+    (``live.node_pod_labels`` plus the node-id label; the node's Deployment carries both)."""
+    return {**config.live.node_pod_labels, NODE_ID_LABEL: config.node_id}
+
+
+def build_network_policy(config: NodeConfig, address: ProxyAddress) -> dict[str, Any]:
+    """Isolation of this node's algorithm pods: egress only to the proxy's pods, on the port they
+    listen on (the Service's targetPort; pods connect to the ClusterIP and kube-proxy's DNAT
+    happens before the policy sees the packet on most CNIs, see README); no DNS; no ingress,
+    except, with the live channel, from this node's own pod to the sidecar's two ports."""
     proxy = config.proxy
     ingress: list[dict[str, Any]] = []
     if config.live.enabled:
-        # the node connects to the sidecars' sockets; nothing else may reach the pods
+        # the node connects to the sidecars' sockets; nothing else may reach the pods, not even
+        # another node's pod in the same namespace
         live = config.live
         ingress.append({
             "from": [{
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": live.node_namespace}},
-                "podSelector": {"matchLabels": dict(live.node_pod_labels)},
+                "podSelector": {"matchLabels": live_peer_labels(config)},
             }],
             "ports": [{"protocol": "TCP", "port": live.pub_port},
                       {"protocol": "TCP", "port": live.rep_port}],
@@ -337,14 +372,7 @@ def build_network_policy(config: NodeConfig) -> dict[str, Any]:
                         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": proxy.namespace}},
                         "podSelector": {"matchLabels": dict(proxy.pod_labels)},
                     }],
-                    "ports": [{"protocol": "TCP", "port": proxy.port}],
-                },
-                {
-                    "to": [{
-                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                    }],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                    "ports": [{"protocol": "TCP", "port": address.target_port}],
                 },
             ],
         },

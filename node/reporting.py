@@ -59,8 +59,14 @@ class Reporter(threading.Thread):
                 if not isinstance(ack, dict) or not ack.get("ok"):
                     # the server refused it for good (unknown run): keeping it would block the
                     # outbox forever; it stays in the log for the operator
-                    log.error("server refused the result of run %s: %s", result["run_id"],
-                              (ack or {}).get("error") if isinstance(ack, dict) else ack)
+                    reason = str(ack.get("error") if isinstance(ack, dict) else ack)[:500]
+                    log.error("server refused the result of run %s: %s", result["run_id"], reason)
+                    # a refusal is final: tell the server the run failed and why (best effort,
+                    # refused too if the run is unknown) instead of retrying it forever
+                    self.link.emit("algorithm_status_change", {
+                        "run_id": result["run_id"], "task_id": result.get("task_id"),
+                        "parent_id": result.get("parent_id"), "status": "failed",
+                        "detail": f"result refused by the server: {reason}"})
                 elif ack.get("duplicate"):
                     log.info("result of run %s was already stored at the server",
                              result["run_id"])

@@ -15,7 +15,7 @@ from algorithms.common.errors import AlgorithmError, EnvError, OutputError
 from algorithms.common.io import read_input, write_output
 from algorithms.common.progress import ProgressReporter
 
-from . import local, network
+from . import dns_probe, local, network
 from .probes import parse_probes
 from .report import Check, summary
 
@@ -50,6 +50,8 @@ def run_checks(env: AlgorithmEnv, environ: Mapping[str, str], task_input: object
     progress.report("network checks", 0.5)
     checks.append(network.check_proxy(env, timeout=max(settings.timeout, 5.0)))
     checks += network.isolation_checks(settings)
+    progress.report("dns exfiltration", 0.8)
+    checks += dns_probe.dns_checks(settings.dns, timeout=settings.timeout)
     progress.report("done", 1.0)
     return checks
 

@@ -241,3 +241,26 @@ def test_local_checks_pass_in_a_locked_down_mount_namespace(fake_server, ports):
         assert checks["non_root"]["detail"] == "uid=1000 gid=1000"
     finally:
         shutil.rmtree(base)
+
+
+def test_dns_probe_reports_a_resolver_given_in_the_env(tmp_path, fake_server, ports):
+    """V6_DIAG_DNS_RESOLVERS reaches the probe: a resolver that answers (our fake, on loopback)
+    is a leak naming the probe's name; a refused one is none. With `probes` given and no
+    `dns_system`, nothing else is asked (no resolv.conf, no getaddrinfo)."""
+    from tests.support.fake_resolver import FakeResolver
+    api = FakeApi()
+    api.add_task(["node-a"], token=SECRET)
+    p = diagnostics_pod(tmp_path, fake_server(api))
+    with FakeResolver("127.0.0.1") as fake:
+        p.env["V6_DIAG_DNS_RESOLVERS"] = f"127.0.0.1:{fake.port},127.0.0.1:{ports[1]}"
+        p.write_input({"probes": {"timeout": 2}})
+        proc = run_algorithm("algorithms.diagnostics", p)
+        asked = list(fake.names)
+    assert proc.returncode == 0, proc.stderr
+    checks = by_name(p.output_json())
+    assert checks[f"dns_exfiltration:127.0.0.1:{fake.port}"]["ok"] is False
+    assert checks[f"dns_exfiltration:127.0.0.1:{ports[1]}"]["ok"] is True
+    overall = checks["dns_exfiltration"]
+    assert overall["ok"] is False and asked and asked[0] in overall["detail"]
+    assert "dns_exfiltration:getaddrinfo" not in checks
+    assert "FAIL      dns_exfiltration: LEAK" in proc.stdout

@@ -276,7 +276,10 @@ class DockerTarget(_Researcher):
         return {"probes": {"kubernetes_api": api,
                            "node": [f"{self._pod_ip('v6-node', 'app=v6-node')}:8081"],
                            "pods": [f"{self._pod_ip('v6-server', 'app=v6-server')}:5000"],
-                           "outside": ["192.0.2.1:443"], "timeout": 3}}
+                           "outside": ["192.0.2.1:443"], "timeout": 3,
+                           # the pod's own resolvers (resolv.conf, cluster DNS env): none may
+                           # answer (issue 13); traffic stays in the Docker networks
+                           "dns_system": True}}
 
     def restart_node(self, node_id: str) -> None:
         rollout_restart(self.apps, "v6-node", "v6-node")

@@ -72,12 +72,17 @@ def test_federated_avg(target):
 
 
 def test_diagnostics(target):
-    task = create(target, "v6-demo/diagnostics", target.diagnostics_input())
+    task_input = target.diagnostics_input()
+    task = create(target, "v6-demo/diagnostics", task_input)
     [r] = finished(target, task)
     assert r["status"] == "completed", (r, target.logs())
     report = {c["name"]: c for c in json.loads(r["result"]["data"])}
     for name in LOCAL_CHECKS:
         assert report[name]["ok"] is True, report[name]
+    if task_input["probes"].get("dns_system"):
+        # no resolver answers the DNS-exfiltration probe (and the proxy answered: LOCAL_CHECKS)
+        assert report["dns_exfiltration"]["ok"] is True, report
+        assert report["dns_exfiltration"]["detail"].startswith("no reachable resolver")
     isolation = {n: c for n, c in report.items() if n.startswith(("isolation.kubernetes_api:", "isolation.node:"))}
     assert isolation, report
     if target.network_isolation:

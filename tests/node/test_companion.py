@@ -14,7 +14,7 @@ from node.companion import SERVICE_ANNOTATION, probe_timing, read_annotation
 from node.errors import PayloadError
 from node.manifests import build_job, build_network_policy
 from node.models import parse_command
-from tests.node.test_manifests import make_config, prototype, rich
+from tests.node.test_manifests import PROXY, make_config, prototype, rich
 
 CONFIG = make_config(job={"deadline_seconds": 600})
 
@@ -137,7 +137,7 @@ def test_any_service_value_is_read_or_refused_with_a_payload_error(svc):
         return
     assert svc is None or (cmd.service.image == svc["image"] and 1 <= cmd.service.port <= 65535)
     if cmd.service is not None:
-        kubernetes_validate.validate(build_job(cmd, CONFIG), "1.30", strict=True)
+        kubernetes_validate.validate(build_job(cmd, CONFIG, PROXY), "1.30", strict=True)
 
 
 def test_the_ready_timeout_is_checked_against_the_tasks_own_deadline():
@@ -159,7 +159,7 @@ def test_prototype_payloads_cannot_name_a_service():
 # --- the pod -------------------------------------------------------------------------------------
 
 def job_of(payload, config=CONFIG):
-    return build_job(parse_command(payload, config), config)
+    return build_job(parse_command(payload, config), config, PROXY)
 
 
 def spec_of(job):
@@ -267,7 +267,7 @@ def test_without_a_service_the_pod_is_as_before():
 
 def test_the_network_policy_does_not_change_for_a_service():
     # the service lives in the algorithm's pod: nothing new is reachable from outside it
-    assert build_network_policy(CONFIG)["spec"]["ingress"] == []
+    assert build_network_policy(CONFIG, PROXY)["spec"]["ingress"] == []
     job = job_of(with_service())
     assert "hostPort" not in json.dumps(job) and "hostNetwork" not in json.dumps(job)
 

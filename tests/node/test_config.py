@@ -94,8 +94,8 @@ def test_defaults():
     assert c.databases == ()
     assert c.images.allowed == ()        # nothing allowed unless configured
     assert (c.kubernetes.kubeconfig, c.kubernetes.context, c.kubernetes.jobs_namespace) == (None, None, "v6-jobs")
-    assert (c.proxy.host, c.proxy.port, c.proxy.namespace, c.proxy.pod_labels) == (
-        "v6-proxy.v6-node.svc.cluster.local", 8080, "v6-node", {"app": "v6-proxy"})
+    assert (c.proxy.host, c.proxy.port, c.proxy.namespace, c.proxy.pod_labels, c.proxy.service) == (
+        "v6-proxy.v6-node.svc.cluster.local", 8080, "v6-node", {"app": "v6-proxy"}, "v6-proxy")
     assert (c.job.deadline_seconds, c.job.ttl_seconds_after_finished, c.job.backoff_limit,
             c.job.termination_grace_seconds, c.job.run_as_user, c.job.run_as_group) == (3600, 600, 0, 10, 1000, 1000)
     assert c.job.resources.requests == {"cpu": "100m", "memory": "128Mi"}
@@ -219,6 +219,7 @@ def test_all_problems_at_once():
     ({"proxy": {"port": "8080"}}, "proxy.port", "must be an integer, got a string"),
     ({"proxy": {"host": "http://proxy"}}, "proxy.host", "not a valid host name"),
     ({"proxy": {"pod_labels": {}}}, "proxy.pod_labels", "non-empty mapping"),
+    ({"proxy": {"service": "V6_Proxy"}}, "proxy.service", "not a valid service name"),
     ({"proxy": {"pod_labels": {"app": "a b"}}}, "proxy.pod_labels.app", "not a valid label value"),
     ({"proxy": {"pod_labels": {"-x": "a"}}}, "proxy.pod_labels", "not a valid label key"),
     ({"images": {"allowed": "v6-demo/*"}}, "images.allowed", "must be a list"),

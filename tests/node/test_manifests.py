@@ -14,6 +14,7 @@ from node.errors import RecoveryError
 from node.manifests import (build_job, build_network_policy, job_name, recovery_info, run_labels, run_paths,
                             selector_for_node)
 from node.models import TaskCommand, parse_command
+from node.proxy_address import ProxyAddress
 
 TASK_DIR = "/var/lib/v6-node/tasks"
 
@@ -47,6 +48,10 @@ def rich(**over):
     return payload
 
 
+# the proxy Service as the node reads it (node.proxy_service)
+PROXY = ProxyAddress(cluster_ip="10.96.0.10", port=8080, target_port=8080)
+
+
 @pytest.fixture
 def config():
     return make_config()
@@ -54,7 +59,7 @@ def config():
 
 @pytest.fixture
 def job(config):
-    return build_job(parse_command(prototype(), config), config)
+    return build_job(parse_command(prototype(), config), config, PROXY)
 
 
 def pod_spec(job):
@@ -120,7 +125,7 @@ def test_pod_template_labels_are_the_run_labels(config, job):
 
 
 def test_rich_annotations(config):
-    job = build_job(parse_command(rich(), config), config)
+    job = build_job(parse_command(rich(), config), config, PROXY)
     assert job["metadata"]["labels"]["v6.run-id"] == "7"
     assert job["metadata"]["labels"]["v6.task-id"] == "5"
     assert job["metadata"]["annotations"] == {"v6.parent-id": "3", "v6.image": "v6-demo/avg:1.0",
@@ -143,7 +148,7 @@ def test_job_spec(job):
 def test_job_spec_from_config():
     config = make_config(job={"backoff_limit": 2, "deadline_seconds": 100, "ttl_seconds_after_finished": 5,
                               "termination_grace_seconds": 3, "run_as_user": 2000, "run_as_group": 3000})
-    job = build_job(parse_command(prototype(), config), config)
+    job = build_job(parse_command(prototype(), config), config, PROXY)
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"],
             job["spec"]["ttlSecondsAfterFinished"]) == (2, 100, 5)
     assert pod_spec(job)["terminationGracePeriodSeconds"] == 3
@@ -152,7 +157,7 @@ def test_job_spec_from_config():
 
 
 def test_task_deadline(config):
-    job = build_job(parse_command(rich(deadline_seconds=60), config), config)
+    job = build_job(parse_command(rich(deadline_seconds=60), config), config, PROXY)
     assert job["spec"]["activeDeadlineSeconds"] == 60
 
 
@@ -187,7 +192,7 @@ def test_container_image_and_args(job):
 
 
 def test_rich_args(config):
-    job = build_job(parse_command(rich(), config), config)
+    job = build_job(parse_command(rich(), config), config, PROXY)
     assert container(job)["args"] == ["--x", "1"]
 
 
@@ -213,7 +218,7 @@ def test_mounts(job):
 
 
 def test_only_requested_databases_are_mounted(config):
-    job = build_job(parse_command(rich(databases=["db-2"]), config), config)
+    job = build_job(parse_command(rich(databases=["db-2"]), config), config, PROXY)
     assert [v["hostPath"]["path"] for v in pod_spec(job)["volumes"]] == [
         f"{TASK_DIR}/runs/7/task", f"{TASK_DIR}/runs/7/output", f"{TASK_DIR}/runs/7/tmp", "/data/other.csv"]
     assert sorted(mounts(job)) == ["/app/input/csv/db-2", "/app/output", "/app/task", "/app/tmp"]
@@ -222,26 +227,26 @@ def test_only_requested_databases_are_mounted(config):
 
 
 def test_no_databases(config):
-    job = build_job(parse_command(rich(databases=[]), config), config)
+    job = build_job(parse_command(rich(databases=[]), config), config, PROXY)
     assert sorted(volumes(job)) == ["output", "task", "tmp"]
     assert env(job)["DATABASE_LABELS"] == ""
     assert not [k for k in env(job) if k.startswith("DATABASE_URI_")]
 
 
 def test_folder_database_is_a_directory(config):
-    job = build_job(parse_command(rich(databases=["images"]), config), config)
+    job = build_job(parse_command(rich(databases=["images"]), config), config, PROXY)
     assert volumes(job)["db-0"]["hostPath"] == {"path": "/data/images", "type": "Directory"}
 
 
 def test_every_volume_is_mounted_and_every_mount_has_a_volume(config):
-    job = build_job(parse_command(rich(databases=["db-2", "default", "images"]), config), config)
+    job = build_job(parse_command(rich(databases=["db-2", "default", "images"]), config), config, PROXY)
     assert sorted(volumes(job)) == sorted(m["name"] for m in container(job)["volumeMounts"])
 
 
 def test_pvc_mode():
     config = make_config(storage={"mode": "pvc", "claim_name": "v6-data"},
                          databases=[{"label": "default", "uri": "data/employees.csv"}])
-    job = build_job(parse_command(prototype(), config), config)
+    job = build_job(parse_command(prototype(), config), config, PROXY)
     assert pod_spec(job)["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "v6-data"}}]
     assert container(job)["volumeMounts"] == [
         {"name": "data", "mountPath": "/app/task", "subPath": "runs/42/task", "readOnly": True},
@@ -266,7 +271,7 @@ def test_run_paths(config):
 # --- env ---------------------------------------------------------------------------------------
 
 def test_env(config):
-    job = build_job(parse_command(rich(), config), config)
+    job = build_job(parse_command(rich(), config), config, PROXY)
     assert env(job) == {
         "RUN_ID": "7", "TASK_ID": "5", "NODE_ID": "node-a",
         "INPUT_FILE": "/app/task/input", "TOKEN_FILE": "/app/task/token",
@@ -283,7 +288,7 @@ def test_env(config):
 
 
 def test_env_uri_points_at_the_mount(config):
-    job = build_job(parse_command(rich(), config), config)
+    job = build_job(parse_command(rich(), config), config, PROXY)
     for label in ("db-2", "default"):
         key = "DATABASE_URI_" + label.upper().replace("-", "_")
         assert env(job)[key] in mounts(job)
@@ -291,12 +296,12 @@ def test_env_uri_points_at_the_mount(config):
 
 def test_env_proxy_from_config():
     config = make_config(proxy={"host": "127.0.0.1", "port": 18080})
-    job = build_job(parse_command(prototype(), config), config)
+    job = build_job(parse_command(prototype(), config), config, PROXY)
     assert (env(job)["HOST"], env(job)["PORT"]) == ("http://127.0.0.1", "18080")
 
 
 def test_token_is_not_in_the_job(config):
-    job = build_job(parse_command(prototype(token="s3cr3t-token-value"), config), config)
+    job = build_job(parse_command(prototype(token="s3cr3t-token-value"), config), config, PROXY)
     assert "s3cr3t-token-value" not in json.dumps(job)
 
 
@@ -308,33 +313,33 @@ def test_default_resources(job):
 
 
 def test_task_resources_raise_the_limits(config):
-    job = build_job(parse_command(rich(resources={"cpu": "2", "memory": "64Mi"}), config), config)
+    job = build_job(parse_command(rich(resources={"cpu": "2", "memory": "64Mi"}), config), config, PROXY)
     # limits as asked; a request above the new limit comes down to it
     assert container(job)["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"},
                                            "limits": {"cpu": "2", "memory": "64Mi"}}
 
 
 def test_gpu(config):
-    job = build_job(parse_command(rich(resources={"gpu": 1}), config), config)
+    job = build_job(parse_command(rich(resources={"gpu": 1}), config), config, PROXY)
     assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "nvidia.com/gpu" not in container(job)["resources"]["requests"]
     assert "runtimeClassName" not in pod_spec(job)
 
 
 def test_no_gpu_key_without_a_gpu(config):
-    job = build_job(parse_command(rich(resources={"gpu": 0}), config), config)
+    job = build_job(parse_command(rich(resources={"gpu": 0}), config), config, PROXY)
     assert "nvidia.com/gpu" not in container(job)["resources"]["limits"]
 
 
 def test_runtime_classes():
     config = make_config(job={"runtime_class_name": "gvisor", "gpu_runtime_class_name": "nvidia"})
-    plain = build_job(parse_command(rich(), config), config)
-    gpu = build_job(parse_command(rich(resources={"gpu": 1}), config), config)
+    plain = build_job(parse_command(rich(), config), config, PROXY)
+    gpu = build_job(parse_command(rich(resources={"gpu": 1}), config), config, PROXY)
     assert pod_spec(plain)["runtimeClassName"] == "gvisor"
     assert pod_spec(gpu)["runtimeClassName"] == "nvidia"
     only_gpu = make_config(job={"gpu_runtime_class_name": "nvidia"})
-    assert "runtimeClassName" not in pod_spec(build_job(parse_command(rich(), only_gpu), only_gpu))
-    assert pod_spec(build_job(parse_command(rich(resources={"gpu": 1}), only_gpu), only_gpu))[
+    assert "runtimeClassName" not in pod_spec(build_job(parse_command(rich(), only_gpu), only_gpu, PROXY))
+    assert pod_spec(build_job(parse_command(rich(resources={"gpu": 1}), only_gpu), only_gpu, PROXY))[
         "runtimeClassName"] == "nvidia"
 
 
@@ -343,7 +348,7 @@ def test_runtime_classes():
 @pytest.mark.parametrize("payload", [prototype(), rich(), rich(resources={"cpu": "2", "gpu": 1}, databases=[]),
                                      rich(databases=["db-2", "default", "images"])])
 def test_job_is_valid_kubernetes_1_30(config, payload):
-    job = build_job(parse_command(payload, config), config)
+    job = build_job(parse_command(payload, config), config, PROXY)
     kubernetes_validate.validate(job, "1.30", strict=True)
 
 
@@ -356,17 +361,17 @@ def test_schema_check_is_strict(job):
 
 def test_build_job_is_pure(config):
     cmd = parse_command(rich(), config)
-    first = build_job(cmd, config)
+    first = build_job(cmd, config, PROXY)
     container(first)["env"].clear()
     first["metadata"]["labels"]["x"] = "y"
-    assert build_job(cmd, config) != first
-    assert build_job(cmd, config) == build_job(cmd, config)
+    assert build_job(cmd, config, PROXY) != first
+    assert build_job(cmd, config, PROXY) == build_job(cmd, config, PROXY)
 
 
 # --- network policy ----------------------------------------------------------------------------
 
 def test_network_policy(config):
-    pol = build_network_policy(config)
+    pol = build_network_policy(config, PROXY)
     kubernetes_validate.validate(pol, "1.30", strict=True)
     assert (pol["apiVersion"], pol["kind"]) == ("networking.k8s.io/v1", "NetworkPolicy")
     assert pol["metadata"]["namespace"] == "v6-jobs"
@@ -375,26 +380,59 @@ def test_network_policy(config):
                                                    "v6.node-id": "node-a"}}
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["ingress"] == []
-    proxy, dns = spec["egress"]
+    [proxy] = spec["egress"]  # nothing else: no DNS (issue 13)
     assert proxy == {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "v6-node"}},
                              "podSelector": {"matchLabels": {"app": "v6-proxy"}}}],
                      "ports": [{"protocol": "TCP", "port": 8080}]}
-    assert dns["to"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
-    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 
 
 def test_network_policy_selects_the_jobs_pods(config, job):
-    selector = build_network_policy(config)["spec"]["podSelector"]["matchLabels"]
+    selector = build_network_policy(config, PROXY)["spec"]["podSelector"]["matchLabels"]
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in selector.items())
 
 
 def test_network_policy_proxy_from_config():
     config = make_config(proxy={"port": 9000, "namespace": "edge", "pod_labels": {"app.kubernetes.io/name": "px"}})
-    [proxy, _] = build_network_policy(config)["spec"]["egress"]
+    [proxy] = build_network_policy(config, ProxyAddress("10.0.0.9", 9000, 9000))["spec"]["egress"]
     assert proxy["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "edge"}
     assert proxy["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "px"}
     assert proxy["ports"] == [{"protocol": "TCP", "port": 9000}]
+
+
+def test_a_service_port_other_than_its_target_port():
+    """Pods connect to the Service's port (env PORT); the policy allows the proxy pods' port."""
+    config = make_config(proxy={"port": 80})
+    address = ProxyAddress(cluster_ip="10.96.3.4", port=80, target_port=8080)
+    [proxy] = build_network_policy(config, address)["spec"]["egress"]
+    assert proxy["ports"] == [{"protocol": "TCP", "port": 8080}]
+    env = {e["name"]: e["value"] for e in container(build_job(parse_command(rich(), config), config, address))["env"]}
+    assert (env["HOST"], env["PORT"]) == ("http://v6-proxy.v6-node.svc.cluster.local", "80")
+
+
+# --- no DNS: the proxy by address --------------------------------------------------------------
+
+def test_the_pod_has_no_dns_and_finds_the_proxy_by_its_service_address(config, job):
+    spec = pod_spec(job)
+    assert spec["dnsPolicy"] == "None"
+    # a nameserver in the pod's own network namespace, where nothing listens
+    assert spec["dnsConfig"]["nameservers"] == ["127.0.0.1"]
+    assert spec["dnsConfig"]["searches"] == []
+    assert spec["hostAliases"] == [{"ip": "10.96.0.10", "hostnames": ["v6-proxy.v6-node.svc.cluster.local"]}]
+    kubernetes_validate.validate(job, "1.30", strict=True)
+
+
+def test_a_proxy_given_by_address_needs_no_host_alias():
+    config = make_config(proxy={"host": "10.1.2.3"})
+    spec = pod_spec(build_job(parse_command(rich(), config), config, ProxyAddress("10.1.2.3", 8080, 8080)))
+    assert spec["dnsPolicy"] == "None" and "hostAliases" not in spec
+
+
+def test_the_host_alias_follows_the_service_address(config):
+    cmd = parse_command(rich(), config)
+    moved = build_job(cmd, config, ProxyAddress("10.96.7.7", 8080, 8080))
+    assert pod_spec(moved)["hostAliases"][0]["ip"] == "10.96.7.7"
+    assert pod_spec(build_job(cmd, config, PROXY))["dnsConfig"] is not pod_spec(moved)["dnsConfig"]
 
 
 # --- recovery ----------------------------------------------------------------------------------
@@ -402,7 +440,7 @@ def test_network_policy_proxy_from_config():
 @pytest.mark.parametrize("payload", [prototype(), rich(), rich(parent_id=None, databases=[])])
 def test_recovery_round_trip(config, payload):
     cmd: TaskCommand = parse_command(payload, config)
-    ref = recovery_info(build_job(cmd, config))
+    ref = recovery_info(build_job(cmd, config, PROXY))
     assert (ref.node_id, ref.run_id, ref.task_id, ref.parent_id, ref.image, ref.databases, ref.shape,
             ref.job_name) == ("node-a", cmd.run_id, cmd.task_id, cmd.parent_id, cmd.image, cmd.databases,
                               cmd.shape, f"v6-run-{cmd.run_id}-node-a")

@@ -5,7 +5,7 @@ import kubernetes_validate
 
 from node.manifests import build_job, build_network_policy
 from node.models import parse_command
-from tests.node.test_manifests import make_config, prototype, rich
+from tests.node.test_manifests import PROXY, make_config, prototype, rich
 
 LIVE = {"enabled": True, "pub_port": 6001, "rep_port": 6002, "heartbeat_seconds": 0.5,
         "node_namespace": "v6-node", "node_pod_labels": {"app": "v6-node"}}
@@ -13,24 +13,24 @@ LIVE = {"enabled": True, "pub_port": 6001, "rep_port": 6002, "heartbeat_seconds"
 
 def _job(payload=None, **live):
     config = make_config(live={**LIVE, **live})
-    return build_job(parse_command(payload or prototype(), config), config), config
+    return build_job(parse_command(payload or prototype(), config), config, PROXY), config
 
 
 def test_the_live_channel_is_on_by_default():
     config = make_config(live={})
     assert config.live.enabled
-    spec = build_job(parse_command(prototype(), config), config)["spec"]["template"]["spec"]
+    spec = build_job(parse_command(prototype(), config), config, PROXY)["spec"]["template"]["spec"]
     assert [c["name"] for c in spec["initContainers"]] == ["live"]
 
 
 def test_without_the_live_channel_the_pod_has_no_sidecar():
     config = make_config(live={"enabled": False})
-    job = build_job(parse_command(prototype(), config), config)
+    job = build_job(parse_command(prototype(), config), config, PROXY)
     spec = job["spec"]["template"]["spec"]
     assert "initContainers" not in spec
     assert all(v["name"] != "live" for v in spec["volumes"])
     assert all(e["name"] != "PROGRESS_FILE" for e in spec["containers"][0]["env"])
-    assert build_network_policy(config)["spec"]["ingress"] == []
+    assert build_network_policy(config, PROXY)["spec"]["ingress"] == []
 
 
 def test_the_sidecar_is_a_native_sidecar_sharing_an_empty_dir_with_the_algorithm():
@@ -66,9 +66,10 @@ def test_the_sidecar_is_a_native_sidecar_sharing_an_empty_dir_with_the_algorithm
 
 def test_the_network_policy_lets_only_the_node_reach_the_sidecar_ports():
     _, config = _job()
-    policy = build_network_policy(config)
+    policy = build_network_policy(config, PROXY)
     assert policy["spec"]["ingress"] == [{
         "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "v6-node"}},
-                  "podSelector": {"matchLabels": {"app": "v6-node"}}}],
+                  # this node's own pod, not every node's (issue 13)
+                  "podSelector": {"matchLabels": {"app": "v6-node", "v6.node-id": "node-a"}}}],
         "ports": [{"protocol": "TCP", "port": 6001}, {"protocol": "TCP", "port": 6002}]}]
     kubernetes_validate.validate(policy, "1.30", strict=True)

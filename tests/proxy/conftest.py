@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dummy_proxy.testing import ProxyProcess
-from dummy_server.testing import FakeNode, Process, ServerProcess
+from dummy_server.testing import NODE_KEYS, FakeNode, Process, ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxy(server, tmp_path_factory):
-    proc = ProxyProcess(tmp_path_factory.mktemp("proxy"), server.url).start()
+    # node-a's proxy: the server takes container tokens of node-a's runs through it only
+    proc = ProxyProcess(tmp_path_factory.mktemp("proxy"), server.url,
+                        node_key=NODE_KEYS["node-a"]).start()
     yield proc
     proc.stop()
 
@@ -38,7 +40,8 @@ def sink_proxy(sink, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sink_proxy")
     config = workdir / "proxy_config.yaml"
     config.write_text("max_body_bytes: 62914560\nupstream_timeout_seconds: 0.5\n")
-    proc = ProxyProcess(workdir, f"http://127.0.0.1:{sink.port}", "--config", str(config)).start()
+    proc = ProxyProcess(workdir, f"http://127.0.0.1:{sink.port}", "--config", str(config),
+                        node_key=NODE_KEYS["node-a"]).start()
     yield proc
     proc.stop()
 

@@ -43,6 +43,8 @@ def _container_token(server, fake_nodes, nodes=("node-a", "node-b")):
                          headers=ALICE, timeout=10)
     assert resp.status_code == 201, resp.text
     wait_until(lambda: len(node.commands) > before, what="node-a's command")
+    # running: subtasks come only from an active parent run (CONTRACTS §3)
+    assert node.status(node.commands[-1], "active") == {"ok": True}
     return resp.json(), node.commands[-1]["token"]
 
 

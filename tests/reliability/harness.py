@@ -15,6 +15,7 @@ from node.agent import Agent
 from node.config import parse_config
 from node.errors import ConflictError, NotFoundError
 from node.ledger import Ledger
+from node.proxy_address import ProxyAddress
 from node.workspace import Workspace
 from tests.reliability.payloads import ALLOWED, DATABASES
 
@@ -109,7 +110,7 @@ class Harness:
         self.workspace = Workspace(self.config)
         self.stop = threading.Event()
         self.agent = Agent(self.config, self.cluster, self.ledger, self.workspace, self.reporter,
-                           self.stop)
+                           self.stop, proxy=lambda: ProxyAddress("10.96.0.10", 8080, 8080))
         self.log = RecordingHandler()
         logging.getLogger("node").addHandler(self.log)
 

@@ -54,6 +54,13 @@ clean_json = st.recursive(
     | st.dictionaries(clean_text, children, max_size=4),
     max_leaves=15)
 
+# what a Socket.IO client can send but JSON cannot hold: bytes become binary attachments
+binary_json = st.recursive(
+    scalars | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=15)
+
 huge_strings = st.sampled_from([10_000, 300_000, 1_100_000, 3_000_000]).map(lambda n: "A" * n)
 deep_values = st.sampled_from([50, 900, 5000]).map(_nest)
 odd_text = st.text(st.characters(codec=None), min_size=1, max_size=40)  # surrogates, controls

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from dummy_server import tokens
 from dummy_server.testing import NODE_KEYS, RESEARCHER_KEYS, TOKEN_SECRET, ServerProcess
-from tests.reliability.payloads import BAD_IDS, TRAVERSAL, huge_strings, json_values, odd_text
+from tests.reliability.payloads import (BAD_IDS, TRAVERSAL, _nest, binary_json, huge_strings,
+                                        json_values, odd_text)
 from tests.reliability.settings import examples, fuzz_settings, record
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,63 @@ def test_socket_events_from_a_node_never_break_the_server(server):
     assert requests.get(f"{server.url}/api/version", headers={"Authorization": ALICE},
                         timeout=10).status_code == 200
     record("fuzz_server_socket_events", n)
+
+
+# deeper than the server's MAX_DEPTH (64), but within what the Python client itself can encode
+deep_values = st.sampled_from([50, 65, 200]).map(_nest)
+ANSWERED = ("run_result", "algorithm_status_change", "algorithm_progress", "node_heartbeat",
+            "command_request", "no_such_event")
+
+
+def test_binary_and_deep_socket_payloads_always_get_an_answer_and_store_nothing_half(server):
+    """Binary attachments and deep nesting anywhere: every event that answers gives a dict ack
+    (an error for what is not JSON), the server stays up, and a run's stored result is the one
+    result it acknowledged."""
+    from dummy_server.testing import FakeNode, wait_until
+
+    node = FakeNode(server.url, "node-b").connect()
+    researcher = socketio.Client(reconnection=False)
+    researcher.connect(server.url, auth={"api_key": RESEARCHER_KEYS["alice"]},
+                       transports=["websocket"], wait_timeout=10)
+    accepted: list = []
+    try:
+        resp = requests.post(f"{server.url}/api/task", headers={"Authorization": ALICE},
+                             json={"image": "v6-demo/avg", "nodes": ["node-b"]}, timeout=10)
+        assert resp.status_code == 201, resp.text
+        task_id = resp.json()["id"]
+
+        def mine() -> list[dict]:  # earlier tests left pending runs for this node too
+            return [c for c in node.commands if c.get("task_id") == task_id]
+
+        wait_until(mine, what="the command")
+        run_id = mine()[0]["run_id"]
+
+        @fuzz_settings(examples(60, 1000), 1000)
+        @given(st.sampled_from(ANSWERED), binary_json | deep_values | st.fixed_dictionaries(
+            {"run_id": st.just(run_id) | st.sampled_from(BAD_IDS)},
+            optional={"status": st.sampled_from(["completed", "failed", "nope"]),
+                      "data": binary_json | deep_values, "logs": binary_json,
+                      "image": st.just("v6-demo/avg"), "task_info": binary_json}))
+        def send(event, data):
+            sender = researcher if event == "command_request" else node.sio
+            ack = sender.call(event, data, timeout=10)
+            assert isinstance(ack, dict) and "ok" in ack, ack
+            if not ack["ok"]:
+                assert isinstance(ack["error"], str) and 0 < len(ack["error"]) < 2000
+            elif event == "run_result" and not ack.get("duplicate"):
+                accepted.append(data)
+
+        send()
+        assert node.sio.connected and researcher.connected, "the server hung up"
+    finally:
+        researcher.disconnect()
+        node.close()
+    run = requests.get(f"{server.url}/api/run/{run_id}", headers={"Authorization": ALICE},
+                       timeout=10)
+    assert run.status_code == 200
+    stored = run.json()["result"]
+    assert len(accepted) <= 1
+    if accepted:
+        assert stored is not None and stored["data"] == accepted[0].get("data")
+    else:
+        assert stored is None

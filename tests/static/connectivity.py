@@ -74,6 +74,7 @@ def tcp(*ports: int) -> Conn:
 
 
 DNS = Conn(False, frozenset({("TCP", 53), ("UDP", 53)}))
+JOBS_NAMESPACE = "v6-jobs"
 
 
 def _pod(namespace: str, name: str, labels: dict) -> dict:
@@ -168,9 +169,10 @@ class Roles:
 def isolation_problems(conn: Connectivity, roles: Roles) -> list[str]:
     """Every way `conn` breaks the rules; [] when algorithm pods are isolated as required."""
     problems = []
-    # nca lists only pairs with some connection. The proxy and DNS must be reachable, so a wrong
-    # endpoint name cannot pass unnoticed: it fails the "needed" checks below.
-    allowed = {roles.proxy: tcp(roles.proxy_port), DNS_POD: DNS}
+    # nca lists only pairs with some connection. The proxy must be reachable, so a wrong
+    # endpoint name cannot pass unnoticed: it fails the "needed" check below. No DNS: a resolver
+    # forwards any name upstream, so data could leave in the queries (issue 13).
+    allowed = {roles.proxy: tcp(roles.proxy_port)}
     for dst, c in sorted(conn.from_(roles.algorithm).items()):
         if dst not in allowed:
             what = "outside the cluster" if is_ip_block(dst) else dst
@@ -188,6 +190,10 @@ def isolation_problems(conn: Connectivity, roles: Roles) -> list[str]:
         problems.append(f"{'outside the cluster' if is_ip_block(src) else src} may reach algorithm pods: {c}")
     if (roles.algorithm, roles.node) in conn.edges:
         problems.append(f"the node is reachable from algorithm pods: {conn.edges[(roles.algorithm, roles.node)]}")
+    # Nothing in v6-jobs may send to port 53, anywhere (whichever pod, whichever destination).
+    for (s, d), c in sorted(conn.edges.items()):
+        if s.startswith(f"{JOBS_NAMESPACE}/") and (c.all or any(port == 53 for _, port in c.pairs)):
+            problems.append(f"{s} may send to port 53 of {'outside the cluster' if is_ip_block(d) else d}")
     # The stray pod in the jobs namespace shows the namespace's default deny.
     for (s, d), c in sorted(conn.edges.items()):
         if STRAY_JOBS_POD in (s, d):

@@ -23,7 +23,7 @@ NODE_NEEDS = {
 def test_node_has_only_a_namespaced_role_in_the_jobs_namespace(variant):
     objs = manifests(variant)
     assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    roles = [o for o in objs if o["kind"] == "Role"]
+    roles = [o for o in objs if o["kind"] == "Role" and o["metadata"]["namespace"] == "v6-jobs"]
     assert [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in roles] == [("v6-jobs", "v6-node")]
     granted: dict[tuple[str, str], set[str]] = {}
     for rule in roles[0]["rules"]:
@@ -35,6 +35,23 @@ def test_node_has_only_a_namespaced_role_in_the_jobs_namespace(variant):
     assert "*" not in {v for verbs in granted.values() for v in verbs}
     binding = find(objs, "RoleBinding", "v6-node", "v6-jobs")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "v6-node"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "v6-node", "namespace": "v6-node"}]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_in_its_own_namespace_the_node_may_only_read_the_proxy_service(variant):
+    """Algorithm pods have no DNS: the node reads the proxy's Service (ClusterIP, targetPort),
+    that one Service only (node/proxy_service.py)."""
+    objs = manifests(variant)
+    config = deployed_node_config(variant)
+    roles = [o for o in objs if o["kind"] == "Role" and o["metadata"]["namespace"] != "v6-jobs"]
+    assert [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in roles] == \
+        [(config.proxy.namespace, "v6-node-proxy-service")]
+    assert roles[0]["rules"] == [{"apiGroups": [""], "resources": ["services"],
+                                  "resourceNames": [config.proxy.service], "verbs": ["get"]}]
+    find(objs, "Service", config.proxy.service, config.proxy.namespace)  # it exists
+    binding = find(objs, "RoleBinding", "v6-node-proxy-service", config.proxy.namespace)
+    assert binding["roleRef"]["name"] == "v6-node-proxy-service"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "v6-node", "namespace": "v6-node"}]
 
 

@@ -1,0 +1,55 @@
+"""The reporter treats a server's refusal of a result as final (issue 13 item 7): it reports the
+run as failed with the reason and does not retry it forever."""
+from __future__ import annotations
+
+import threading
+
+from node.errors import ServerLinkError
+from node.ledger import Ledger
+from node.models import Result, TaskStatus
+from node.reporting import Reporter
+
+
+class FakeLink:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls: list[dict] = []
+        self.emitted: list[tuple[str, dict]] = []
+        self.connected = threading.Event()
+        self.connected.set()
+
+    def call(self, event, data):
+        self.calls.append(data)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def emit(self, event, data):
+        self.emitted.append((event, data))
+        return True
+
+
+def _reporter(tmp_path, answers):
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.finish(Result(run_id=5, task_id=3, parent_id=None, status=TaskStatus.COMPLETED,
+                         data="{}", logs=""))
+    link = FakeLink(answers)
+    return Reporter(link, ledger, threading.Event()), link, ledger
+
+
+def test_a_refused_result_is_reported_failed_with_the_reason_and_not_retried(tmp_path):
+    reporter, link, ledger = _reporter(tmp_path, [{"ok": False, "error": "run_result.data: bad"}])
+    reporter._deliver_pending()
+    assert ledger.outbox_size() == 0
+    assert len(link.calls) == 1
+    (event, data), = link.emitted
+    assert event == "algorithm_status_change"
+    assert data["run_id"] == 5 and data["task_id"] == 3 and data["status"] == "failed"
+    assert "run_result.data: bad" in data["detail"]
+
+
+def test_an_undelivered_result_stays_for_the_next_try(tmp_path):
+    reporter, link, ledger = _reporter(tmp_path, [ServerLinkError("timeout")])
+    reporter._deliver_pending()
+    assert ledger.outbox_size() == 1 and link.emitted == []
