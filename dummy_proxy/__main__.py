@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
+from .guard import Guard
 from .proxy import Proxy
 
 log = logging.getLogger("dummy_proxy")
@@ -22,13 +23,19 @@ async def serve(config: ProxyConfig, port_file: Path | None) -> None:
     proxy = Proxy(config)
     await proxy.start()
     # lingering_time=0: close at once after refusing a request whose body we never read.
-    server = web.Server(proxy.handle, access_log=None, lingering_time=0)
-    runner = web.ServerRunner(server)
-    await runner.setup()
+    # keepalive_timeout: the guard's idle timeout closes idle connections instead.
+    server = web.Server(proxy.handle, access_log=None, lingering_time=0,
+                        keepalive_timeout=config.idle_timeout_seconds + 5)
+    guard = Guard(server, header_timeout=config.header_timeout_seconds,
+                  idle_timeout=config.idle_timeout_seconds, max_connections=config.max_connections)
+    proxy.guard = guard
+    loop = asyncio.get_running_loop()
+    # Our own listening socket: aiohttp's TCPSite would hand its server object to the loop, with
+    # no place for the guard in between.
+    listener = await loop.create_server(guard, config.listen_host, config.listen_port,
+                                        reuse_address=True)
     try:
-        site = web.TCPSite(runner, config.listen_host, config.listen_port)
-        await site.start()
-        port = runner.addresses[0][1]
+        port = listener.sockets[0].getsockname()[1]
         log.info("proxy listening on http://%s:%d, forwarding /api to %s", config.listen_host,
                  port, config.upstream)
         reason = await proxy.probe_upstream()
@@ -48,7 +55,9 @@ async def serve(config: ProxyConfig, port_file: Path | None) -> None:
         await stop.wait()
         log.info("proxy stopping")
     finally:
-        await runner.cleanup()
+        listener.close()
+        await server.shutdown(timeout=5)
+        await listener.wait_closed()
         await proxy.close()
 
 

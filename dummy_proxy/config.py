@@ -21,6 +21,11 @@ class ProxyConfig:
     connect_timeout_seconds: float = 5.0
     upstream_timeout_seconds: float = 60.0       # longest silence while reading from upstream
     max_request_seconds: float = 600.0           # longest whole exchange
+    # Client side (dummy_proxy/guard.py): half-sent requests and idle connections are closed.
+    header_timeout_seconds: float = 10.0         # first byte of a request head to its end
+    idle_timeout_seconds: float = 60.0           # no request in progress
+    body_timeout_seconds: float = 30.0           # longest silence while reading a request body
+    max_connections: int = 256                   # more get 503 and are closed at once
     # The node this proxy serves: sent upstream as X-V6-Node-Key (CONTRACTS §4). Never shown.
     node_api_key: str | None = field(default=None, repr=False)
 
@@ -83,7 +88,9 @@ def load_config(path: Path | None, listen: str | None = None, upstream: str | No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping")
     known = {"listen", "upstream", "max_body_bytes", "connect_timeout_seconds",
-             "upstream_timeout_seconds", "max_request_seconds", "node_api_key_file"}
+             "upstream_timeout_seconds", "max_request_seconds", "node_api_key_file",
+             "header_timeout_seconds", "idle_timeout_seconds", "body_timeout_seconds",
+             "max_connections"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -101,5 +108,9 @@ def load_config(path: Path | None, listen: str | None = None, upstream: str | No
         connect_timeout_seconds=_number(raw, "connect_timeout_seconds", 5.0),
         upstream_timeout_seconds=_number(raw, "upstream_timeout_seconds", 60.0),
         max_request_seconds=_number(raw, "max_request_seconds", 600.0),
+        header_timeout_seconds=_number(raw, "header_timeout_seconds", 10.0),
+        idle_timeout_seconds=_number(raw, "idle_timeout_seconds", 60.0),
+        body_timeout_seconds=_number(raw, "body_timeout_seconds", 30.0),
+        max_connections=_number(raw, "max_connections", 256, int),
         node_api_key=node_api_key(raw, env),
     )

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .config import ProxyConfig
 from .errors import BodyTooLarge
+from .guard import Guard
 from .target import check_target
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,14 @@ def _json_error(status: int, message: str) -> web.Response:
     return response
 
 
+class BodyStalled(Exception):
+    pass
+
+
 class Proxy:
-    def __init__(self, config: ProxyConfig):
+    def __init__(self, config: ProxyConfig, guard: Guard | None = None):
         self.config = config
+        self.guard = guard
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -64,6 +70,15 @@ class Proxy:
             return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.guard is None:
+            return await self._handle(request)
+        self.guard.request_started(request.transport)
+        try:
+            return await self._handle(request)
+        finally:
+            self.guard.request_done(request.transport)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         target = request.message.path
         if request.method == "GET" and target == "/health":
             reason = await self.probe_upstream()
@@ -93,7 +108,15 @@ class Proxy:
 
     async def _body(self, request: web.BaseRequest, state: dict) -> AsyncIterator[bytes]:
         seen = 0
-        async for chunk in request.content.iter_chunked(CHUNK):
+        while True:
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(),
+                                               self.config.body_timeout_seconds)
+            except asyncio.TimeoutError as e:
+                state["stalled"] = True
+                raise BodyStalled("request body stalled") from e
+            if not chunk:
+                return
             seen += len(chunk)
             if seen > self.config.max_body_bytes:
                 state["too_large"] = True
@@ -115,11 +138,15 @@ class Proxy:
                 allow_redirects=False, timeout=timeout, skip_auto_headers=("User-Agent",))
         except BodyTooLarge:
             return _json_error(413, f"request body larger than {cfg.max_body_bytes} bytes")
+        except BodyStalled:
+            return _json_error(408, f"request body not received within {cfg.body_timeout_seconds:g} s")
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
             return _json_error(504, "the server did not answer in time")
         except aiohttp.ClientError as e:
             if state.get("too_large"):
                 return _json_error(413, f"request body larger than {cfg.max_body_bytes} bytes")
+            if state.get("stalled"):
+                return _json_error(408, f"request body not received within {cfg.body_timeout_seconds:g} s")
             log.warning("upstream request failed: %s", type(e).__name__)
             return _json_error(502, "the server cannot be reached")
         try:

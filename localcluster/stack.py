@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -171,15 +172,34 @@ class Stack:
                 self.proxy_host = self.network["gateway"]
         self._ensure_namespace(JOBS_NAMESPACE)
 
+    @staticmethod
+    def _transient_retry(fn, what: str, deadline_s: float = 30.0):
+        """Call fn, again after a 5xx/429 answer: fault-injection tests make the API fail at
+        random, and the harness's own set-up calls must not fail the test for it."""
+        from kubernetes.client.rest import ApiException
+        deadline, delay = time.monotonic() + deadline_s, 0.05
+        while True:
+            try:
+                return fn()
+            except ApiException as e:
+                if not (e.status == 429 or (e.status or 0) >= 500) or time.monotonic() > deadline:
+                    raise StackError(f"{what}: {e.status} {e.reason}") from e
+            time.sleep(delay)  # back-off between attempts, not synchronisation
+            delay = min(delay * 2, 1.0)
+
     def _ensure_namespace(self, name: str) -> None:
         from kubernetes import client, config
         from kubernetes.client.rest import ApiException
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
+
+        def create():
+            try:
+                client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+            except ApiException as e:
+                if e.status != 409:
+                    raise
         try:
-            client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-        except ApiException as e:
-            if e.status != 409:
-                raise
+            self._transient_retry(create, f"create namespace {name}")
         finally:
             api.close()
 
@@ -195,8 +215,9 @@ class Stack:
         body = {"metadata": {"name": proxy["service"], "namespace": proxy["namespace"]},
                 "spec": {"clusterIP": self.proxy_host, "ports": ports}}
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
-        try:
-            core = client.CoreV1Api(api)
+        core = client.CoreV1Api(api)
+
+        def apply():
             try:
                 core.create_namespaced_service(proxy["namespace"], body)
             except ApiException as e:
@@ -204,6 +225,8 @@ class Stack:
                     raise
                 core.patch_namespaced_service(proxy["service"], proxy["namespace"],
                                               {"spec": {"ports": ports}})
+        try:
+            self._transient_retry(apply, f"apply Service {proxy['service']}")
         finally:
             api.close()
 

@@ -99,7 +99,8 @@ class NodeApp:
         if self.live is not None:
             # native sidecars need Kubernetes 1.29+: refuse clearly rather than make pods that
             # an older cluster would run with the sidecar as a blocking init container
-            version = check_cluster_version(self.api_client)
+            version = retry.call(lambda: check_cluster_version(self.api_client),
+                                 what="read the cluster's version", stop=self.stop_event)
             log.info("cluster runs Kubernetes %s; live channel on", version)
             self.live.start()
         self.health.start()

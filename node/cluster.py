@@ -59,6 +59,9 @@ def _translate(e: BaseException, what: str) -> ClusterError:
     return ClusterError(f"{what}: {type(e).__name__}: {e}")
 
 
+translate_error = _translate  # for the few API calls made outside Cluster (node/live_version.py)
+
+
 def _call(what: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()

@@ -6,6 +6,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from node.cluster import translate_error
 from node.errors import ClusterError
 
 MIN_VERSION = (1, 29)   # native sidecars: beta and on by default from 1.29, stable from 1.33
@@ -20,8 +21,9 @@ def check_cluster_version(api_client: Any) -> str:
             info = json.loads(resp.data)
         finally:
             resp.release_conn()
-    except Exception as e:  # any failure of the client: translated at this boundary
-        raise ClusterError(f"cannot read the cluster's version (/version): {e}") from e
+    except Exception as e:  # any failure of the client: translated at this boundary, transient
+        # (5xx, 429, a cut connection) kept transient so that the caller's retry policy applies
+        raise translate_error(e, "cannot read the cluster's version (/version)") from e
     if not isinstance(info, dict):
         raise ClusterError("cannot read the cluster's version: /version is not a JSON object")
     return version_problem(info.get("major"), info.get("minor"), info.get("gitVersion"))

@@ -199,7 +199,9 @@ def test_diagnostics_with_isolation_on_reach_only_the_proxy(isolated):
                 "dns_names": ["example.invalid", f"localhost:{on_loopback.port}"],
             })
             assert checks["proxy_api_version"]["ok"] is True, checks["proxy_api_version"]
-            assert f"{gateway}:{isolated.proxy_port}" in checks["proxy_api_version"]["detail"]
+            # by the proxy's name, which the pod's hostAliases map to the proxy's address: no DNS
+            assert (f"v6-proxy-node-a.v6-node.svc.cluster.local:{isolated.proxy_port}/api/version"
+                    in checks["proxy_api_version"]["detail"])
             for name, check in isolation_checks(checks).items():
                 assert check["ok"] is True, (name, check)
             assert "not resolvable" in checks["isolation.dns_names:example.invalid:443"]["detail"]

@@ -54,12 +54,21 @@ def answer(query: bytes) -> tuple[str, bytes]:
 class FakeResolver:
     def __init__(self, host: str, port: int = 0, record: Path | None = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.udp = socket.socket(family, socket.SOCK_DGRAM)
-        self.udp.bind((host, port))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(family, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
+        # UDP and TCP on one port: with port 0 the free UDP port may be taken for TCP; try again
+        for attempt in range(1 if port else 20):
+            self.udp = socket.socket(family, socket.SOCK_DGRAM)
+            self.udp.bind((host, port))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(family, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                if port or attempt == 19:
+                    raise
         self.tcp.listen(16)
         self.record = record
         self.names: list[str] = []
