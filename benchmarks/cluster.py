@@ -10,7 +10,7 @@ import sys
 
 from localcluster import controllers
 from localcluster.__main__ import main
-from localcluster.kubelet import KubeletConfig
+from localcluster.kubelet.kubelet import KubeletConfig
 
 ALLOCATABLE = {"cpu": "1000", "memory": "4Ti", "pods": "5000", "ephemeral-storage": "1Ti"}
 

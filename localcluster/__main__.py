@@ -4,7 +4,7 @@
 ``python -m localcluster cleanup-network`` (removes what killed clusters left of their pod
 networks) and ``python -m localcluster demo ...`` (see localcluster.stack).
 
-The pod network (`localcluster.netns`) is ``host`` unless asked: the API stand-in alone keeps
+The pod network (`localcluster.network.netns`) is ``host`` unless asked: the API stand-in alone keeps
 its plain behaviour; the demo and integration stack (`localcluster.stack`) ask for ``auto``
 (isolated when root with ``ip`` and ``nft``). ``DIR/network.json`` describes the network
 (``mode``, and when isolated ``gateway``, ``subnet``, ``egress``); it is written before the
@@ -12,7 +12,7 @@ kubeconfig.
 
 The container runtime is ``process`` (pods as local processes, the default) or ``docker`` (pods as
 Docker containers from locally built images, `localcluster.runtime.docker`, with the pod network
-of `localcluster.docker_net`; ``--pod-network`` does not apply then). ``--runtime`` defaults to
+of `localcluster.network.docker_net`; ``--pod-network`` does not apply then). ``--runtime`` defaults to
 the environment variable ``LOCALCLUSTER_RUNTIME``, else ``process``.
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster.netns import (DEFAULT_CIDR, MODES, NetworkError, NetworkSettings,
+from localcluster.network.netns import (DEFAULT_CIDR, MODES, NetworkError, NetworkSettings,
                                 cleanup_leftovers, open_network, parse_egress)
-from localcluster.tls import TlsError
+from localcluster.apiserver.tls import TlsError
 
 log = logging.getLogger("localcluster")
 RUNTIMES = ("process", "docker")
@@ -109,9 +109,9 @@ async def _serve(settings: ServeSettings) -> int:
 
 
 def _open_docker():
-    from localcluster.docker_client import docker_unavailable
-    from localcluster.docker_firewall import cleanup_host_guards
-    from localcluster.docker_net import DockerNetwork
+    from localcluster.runtime.docker_client import docker_unavailable
+    from localcluster.network.docker_firewall import cleanup_host_guards
+    from localcluster.network.docker_net import DockerNetwork
     from localcluster.runtime.docker import cleanup_leftovers as cleanup_docker
 
     why = docker_unavailable()
@@ -132,13 +132,14 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
     from aiohttp import web
 
     from localcluster import kubeconfig
-    from localcluster import tls as cluster_tls
-    from localcluster.api import ApiSettings, make_app
-    from localcluster.store import Store
+    from localcluster.apiserver import tls as cluster_tls
+    from localcluster.apiserver.app import ApiSettings, make_app
+    from localcluster.apiserver.store import Store
+    from localcluster.kubelet import logs as kubelet_logs
 
     store = Store(history=settings.history)
     api = ApiSettings(token=secrets.token_urlsafe(32), state_dir=settings.state_dir,
-                      bookmark_interval=settings.bookmark_interval)
+                      bookmark_interval=settings.bookmark_interval, pod_logs=kubelet_logs)
     runner = web.AppRunner(make_app(store, api), shutdown_timeout=2.0, access_log=None)
     await runner.setup()
     tls = None
@@ -158,7 +159,7 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
 
     access = None
     if tls is not None:  # in-cluster clients send their token, so only over https
-        from localcluster.incluster import InClusterAccess, RootCaPublisher
+        from localcluster.apiserver.incluster import InClusterAccess, RootCaPublisher
         pod_host = network.describe().get("gateway") or settings.host
         if pod_host != settings.host:  # pods on the pod network reach the API at its gateway
             await web.TCPSite(runner, pod_host, port, ssl_context=tls.server_context()).start()
@@ -203,15 +204,15 @@ def _start_controllers(store, settings: ServeSettings, network,
         return None
     kwargs = {}
     if network.mode == "docker":
-        from localcluster.docker_images import DockerImages
-        from localcluster.kubelet import KubeletConfig
+        from localcluster.runtime.docker_images import DockerImages
+        from localcluster.kubelet.kubelet import KubeletConfig
         from localcluster.runtime.docker import DockerRuntime
         kwargs["kubelet_config"] = KubeletConfig(
             network=network, runtime=DockerRuntime(network.cluster), images=DockerImages())
     elif network.mode != "host":  # the host network is the kubelet's default
-        from localcluster.kubelet import KubeletConfig
+        from localcluster.kubelet.kubelet import KubeletConfig
         kwargs["kubelet_config"] = KubeletConfig(network=network)
-    from localcluster.kubelet import KubeletConfig
+    from localcluster.kubelet.kubelet import KubeletConfig
     config = kwargs.setdefault("kubelet_config", KubeletConfig())
     config.incluster, config.host_root = access, settings.host_root
     return asyncio.ensure_future(controllers.run_controllers(
@@ -219,10 +220,10 @@ def _start_controllers(store, settings: ServeSettings, network,
 
 
 def _cleanup_docker() -> list[str]:
-    from localcluster.docker_client import docker_unavailable
+    from localcluster.runtime.docker_client import docker_unavailable
     if docker_unavailable():
         return []
-    from localcluster.docker_firewall import cleanup_host_guards
+    from localcluster.network.docker_firewall import cleanup_host_guards
     from localcluster.runtime.docker import cleanup_leftovers as cleanup_docker
     return cleanup_docker() + cleanup_host_guards()
 
@@ -230,7 +231,7 @@ def _cleanup_docker() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:
-        from localcluster.stack import demo_main
+        from localcluster.demo import demo_main
         return demo_main(argv[1:]) or 0
     parser = _parser()
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ Used by `make demo` (`python -m localcluster demo`) and by the integration tests
 writes its log to `<workdir>/logs/<name>.log`; everything started is stopped by `close()`.
 
 Pod network: by default (``pod_network="auto"``) the local cluster isolates every pod in its own
-network namespace when it can (root, ``ip``, ``nft``; see `localcluster.netns`), with the proxy as
+network namespace when it can (root, ``ip``, ``nft``; see `localcluster.network.netns`), with the proxy as
 the only way out: the proxy then listens on the cluster's gateway address (`proxy_host`) at a port
 picked before the cluster starts (the cluster's ``--egress-allow gateway:PORT``), and the nodes'
 config points there. Without root or the tools it falls back to the host's network (logged).
@@ -148,7 +148,7 @@ class Stack:
         if kubeconfig:
             self.kubeconfig = Path(kubeconfig)
         else:
-            from localcluster.netns import GATEWAY, isolation_unavailable
+            from localcluster.network.netns import GATEWAY, isolation_unavailable
             from localcluster.testing import LocalCluster
             mode = pod_network or self.pod_network
             if mode == "auto":
@@ -394,52 +394,3 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(f"----- {name} -----\n{p.log_text()[-4000:]}"
                          for name, p in self.procs.items())
-
-
-def demo_main(argv: list[str]) -> int:
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m localcluster demo",
-                                     description="Run one avg task end to end and print the result.")
-    parser.add_argument("--k8s", default="local",
-                        help="'local' (the stand-in), 'k3d' (the system deployed there by "
-                             "`make demo K8S=k3d`), or a kubeconfig path of a real cluster")
-    parser.add_argument("--workdir", default=str(REPO / "run" / "demo"))
-    parser.add_argument("--column", default="Age")
-    args = parser.parse_args(argv)
-    if args.k8s == "k3d":
-        from localcluster.k3d import demo_k3d
-        return demo_k3d(column=args.column)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    workdir = Path(args.workdir)
-    if workdir.exists():
-        import shutil
-        shutil.rmtree(workdir)
-    stack = Stack(workdir)
-    try:
-        print("starting the local cluster, server, proxy and node ...", flush=True)
-        databases = [{"label": "default", "uri": str(DEMO_CSV), "type": "csv"}]
-        spec = NodeSpec("node-a", "key-node-a-" + secrets.token_hex(8), databases)
-        if args.k8s == "local":
-            stack.start_cluster()
-        else:
-            stack.start_cluster(kubeconfig=Path(args.k8s))
-        stack.start_server([spec])
-        stack.start_proxy()
-        stack.start_node("node-a")
-        print(f"emitting an avg task over column {args.column!r} of {DEMO_CSV.name} ...",
-              flush=True)
-        result = stack.emitter("task", "--image", "v6-demo/avg", "--db", "default",
-                               "--node", "node-a",
-                               "--input", json.dumps({"method": "avg", "column": args.column}),
-                               "--wait", "--format", "table")
-        sys.stderr.write(result.stderr)
-        print(result.stdout, flush=True)
-        if result.returncode != 0:
-            print(f"the task did not complete; logs are in {workdir / 'logs'}")
-            return 1
-        return 0
-    except StackError as e:
-        print(f"demo failed: {e}\nlogs are in {workdir / 'logs'}", file=sys.stderr)
-        return 1
-    finally:
-        stack.close()

@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from localcluster import kubeconfig as kc
-from localcluster.tls import CA_FILE
+from localcluster.apiserver.tls import CA_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ class LocalCluster:
                  stop_timeout: float = 10.0, extra_args: list[str] | None = None,
                  pod_network: str | None = None, egress_allow: list[str] | None = None) -> None:
         """pod_network / egress_allow: ``serve --pod-network`` / ``--egress-allow``
-        (see localcluster.netns); the server's default (host) when None."""
+        (see localcluster.network.netns); the server's default (host) when None."""
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="localcluster-"))
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -186,7 +186,7 @@ def require_isolation() -> None:
     root (env CI set), which must test isolation and fails instead."""
     import pytest
 
-    from localcluster.netns import isolation_unavailable
+    from localcluster.network.netns import isolation_unavailable
     why = isolation_unavailable()
     if why and os.environ.get("CI") and os.geteuid() == 0:
         pytest.fail(f"CI cannot make isolated pod networks: {why} (.ci/run must install "

@@ -1,1 +1,1 @@
-"""The HTTP half of the local cluster: Kubernetes REST API routes over the store."""
+"""The API server: HTTP (app, routing, discovery, tables, watching), store, watch, validation, admission."""

@@ -12,12 +12,12 @@ from typing import Any, Callable
 from aiohttp import web
 
 from localcluster.apiserver import discovery, routing, tables, watching
-from localcluster.errors import ApiError, bad_request
-from localcluster.faults import REASONS, FaultConfigError, Faults
-from localcluster.metrics import Metrics
-from localcluster.patch import PATCH_TYPES
-from localcluster.resources import PODS
-from localcluster.store import Store
+from localcluster.apiserver.errors import ApiError, bad_request
+from localcluster.apiserver.faults import REASONS, FaultConfigError, Faults
+from localcluster.apiserver.metrics import Metrics
+from localcluster.apiserver.patch import PATCH_TYPES
+from localcluster.apiserver.resources import PODS
+from localcluster.apiserver.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,12 @@ class ApiSettings:
     bookmark_interval: float = watching.BOOKMARK_INTERVAL
     server_address: str = "127.0.0.1:0"
     extra: dict[str, Any] = field(default_factory=dict)
-    # Other bearer tokens the Kubernetes API accepts (service accounts, localcluster.incluster):
+    # Other bearer tokens the Kubernetes API accepts (service accounts, localcluster.apiserver.incluster):
     # Authorization header -> user name, or None. Never for /localcluster/*.
     authenticate: Callable[[str], str | None] | None = None
+    # Where pod logs come from: the kubelet's log reader (localcluster.kubelet.logs), passed in
+    # as a real API server reaches the kubelet; None: logs are not available (503).
+    pod_logs: Any = None
 
 
 def status_response(err: ApiError) -> web.Response:
@@ -261,11 +264,9 @@ def _int_param(q, name: str) -> int | None:
 
 
 async def _pod_log(request: web.Request, t: routing.Target) -> web.StreamResponse:
-    # The kubelet owns the log layout and format (localcluster.kubelet_logs).
-    try:
-        from localcluster import kubelet_logs
-    except ImportError as e:
-        raise ApiError(503, "ServiceUnavailable", "pod logs are not available") from e
+    kubelet_logs = request.app[SETTINGS].pod_logs
+    if kubelet_logs is None:
+        raise ApiError(503, "ServiceUnavailable", "pod logs are not available")
     store = request.app[STORE]
     pod = store.get(PODS, t.namespace, t.name)
     q = request.query

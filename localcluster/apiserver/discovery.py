@@ -1,7 +1,7 @@
 """Discovery documents: /version, /api, /apis, /api/v1, /apis/<group>/<version>."""
 from __future__ import annotations
 
-from localcluster.resources import Resource, group_versions
+from localcluster.apiserver.resources import Resource, group_versions
 
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "localcluster",
            "gitTreeState": "clean", "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2",

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from localcluster.errors import ApiError
-from localcluster.resources import NAMESPACES, Resource, lookup
+from localcluster.apiserver.errors import ApiError
+from localcluster.apiserver.resources import NAMESPACES, Resource, lookup
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from localcluster.resources import DEPLOYMENTS, PODS, Resource
+from localcluster.apiserver.resources import DEPLOYMENTS, PODS, Resource
 
 _NAME = {"name": "Name", "type": "string", "format": "name", "priority": 0,
          "description": "Name must be unique within a namespace."}

@@ -9,9 +9,9 @@ import time
 from aiohttp import web
 
 from localcluster.apiserver.routing import query_bool
-from localcluster.errors import ApiError, Gone
-from localcluster.faults import Faults
-from localcluster.store import Store
+from localcluster.apiserver.errors import ApiError, Gone
+from localcluster.apiserver.faults import Faults
+from localcluster.apiserver.store import Store
 
 log = logging.getLogger(__name__)
 

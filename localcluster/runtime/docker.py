@@ -1,7 +1,7 @@
 """Docker runtime: every container of a pod is a Docker container (images built locally).
 
 A container joins its pod's sandbox (``spec.netns == "container:<sandbox id>"``, made by
-`localcluster.docker_net`), so the containers of a pod share one network namespace (and localhost);
+`localcluster.network.docker_net`), so the containers of a pod share one network namespace (and localhost);
 without a sandbox (``netns`` None: ``hostNetwork`` pods) it uses the host's network. The kubelet's
 `ContainerSpec` maps onto the engine's container config:
 - ``argv`` → Entrypoint ``argv[0]`` + Cmd ``argv[1:]`` (the kubelet already applied
@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass, fields
 
-from localcluster.docker_client import LABEL, AsyncDocker, DockerError, FrameDecoder, SyncDocker
+from localcluster.runtime.docker_client import LABEL, AsyncDocker, DockerError, FrameDecoder, SyncDocker
 from localcluster.runtime.base import (Container, ContainerSpec, CreateContainerError, ExecError,
                                        ExitStatus, Runtime, format_log_line, now)
 

@@ -1,7 +1,7 @@
 """Process runtime: every container is a local process in its own private mount namespace.
 
 As root each container runs as ``unshare --mount --propagation private <python> -I shim.py SPEC``;
-the shim (``localcluster/shim.py``) gives it a private root (an overlay of the host's ``/``
+the shim (``localcluster/runtime/shim.py``) gives it a private root (an overlay of the host's ``/``
 with a tmpfs upper layer: writes outside volumes stay in the container), bind-mounts the volumes
 at their mount paths, honours ``readOnly`` and ``readOnlyRootFilesystem``, switches to the
 container's uid/gid, sets no_new_privs, drops capabilities and execs the command. The container
@@ -16,7 +16,7 @@ without volumes runs as a plain process of the current user (``runAsUser`` and r
 not enforced, a warning is logged); a container with volumes fails with ``CreateContainerError``
 "volumes need root for mount namespaces".
 
-Network: with ``spec.netns`` set (the kubelet's isolated pod network, `localcluster.netns`) the
+Network: with ``spec.netns`` set (the kubelet's isolated pod network, `localcluster.network.netns`) the
 shim joins that network namespace first, so all containers of a pod share it; otherwise a
 container shares the host's network and its pod IP (127.0.1.x) is an address it may bind to.
 """
@@ -40,7 +40,7 @@ from localcluster.runtime.process_exec import exec_in
 
 log = logging.getLogger(__name__)
 
-SHIM = Path(__file__).resolve().parent.parent / "shim.py"
+SHIM = Path(__file__).resolve().parent / "shim.py"
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 SHIM_SETUP_FAILED = 128
 _LINE_LIMIT = 16 * 1024  # longer lines are split into partial (P) log records, as CRI does

@@ -1,7 +1,7 @@
 """`exec` for the process runtime: run a command inside a running container (exec probes).
 
 As root the container's main process lives in its own mount namespace with a private root (see
-`localcluster.shim`); the command enters it with ``nsenter`` (mount namespace, root, working
+`localcluster.runtime.shim`); the command enters it with ``nsenter`` (mount namespace, root, working
 directory, and the pod's network namespace when it has one) and takes the container's identity
 with ``setpriv`` (uid, gid, groups, capability bounding set, no_new_privs), in the container's
 cgroups, with the container's environment. Without root a container is a plain process of ours,
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from localcluster.runtime.base import ContainerSpec, ExecError
 
-SHIM = Path(__file__).resolve().parent.parent / "shim.py"
+SHIM = Path(__file__).resolve().parent / "shim.py"
 
 
 async def exec_in(container, argv: list[str], timeout: float, root: bool) -> int:
@@ -90,7 +90,7 @@ async def _until_exec_ready(c, deadline: float) -> None:
 def exec_prefix(pid: int, spec: ContainerSpec) -> list[str]:
     """nsenter + setpriv argv entering container `pid` with the identity of `spec`, as the
     shim sets it up (same uid, gid, groups, bounding set, no_new_privs)."""
-    from localcluster.shim import DEFAULT_ROOT_CAPS  # the shim loads libc: only when needed
+    from localcluster.runtime.shim import DEFAULT_ROOT_CAPS  # the shim loads libc: only when needed
 
     caps = spec.capabilities
     if caps is None:

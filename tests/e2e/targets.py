@@ -169,7 +169,7 @@ def docker_unavailable() -> str | None:
     """Why the docker target cannot run here, or None."""
     if os.geteuid() != 0:
         return "not root (the docker runtime and its networks need root)"
-    from localcluster import docker_client
+    from localcluster.runtime import docker_client
     why = docker_client.docker_unavailable()
     if why:
         return why

@@ -17,12 +17,12 @@ from typing import Awaitable, Callable
 import pytest
 
 from localcluster.controllers import run_controllers
-from localcluster.docker_client import SyncDocker, docker_unavailable
-from localcluster.docker_images import DockerImages, import_host_files
-from localcluster.docker_net import DockerNetwork
-from localcluster.kubelet import KubeletConfig
+from localcluster.runtime.docker_client import SyncDocker, docker_unavailable
+from localcluster.runtime.docker_images import DockerImages, import_host_files
+from localcluster.network.docker_net import DockerNetwork
+from localcluster.kubelet.kubelet import KubeletConfig
 from localcluster.runtime.docker import DockerRuntime
-from localcluster.store import Store
+from localcluster.apiserver.store import Store
 
 from tests.localcluster.kubelet_fixtures import InProcess
 

@@ -13,8 +13,8 @@ from typing import Awaitable, Callable
 import pytest
 
 from localcluster.controllers import run_controllers
-from localcluster.resources import EVENTS, PODS
-from localcluster.store import Store
+from localcluster.apiserver.resources import EVENTS, PODS
+from localcluster.apiserver.store import Store
 
 TEST_IMAGES = Path(__file__).resolve().parent / "kubelet_images.yaml"
 def needs_root(test):

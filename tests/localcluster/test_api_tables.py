@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from localcluster.apiserver import tables
-from localcluster.resources import DEPLOYMENTS, PODS, SERVICES
+from localcluster.apiserver.resources import DEPLOYMENTS, PODS, SERVICES
 
 NOW = dt.datetime(2026, 1, 2, 12, 0, 0, tzinfo=dt.timezone.utc)
 

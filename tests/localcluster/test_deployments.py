@@ -1,11 +1,11 @@
-"""Deployment controller (localcluster.deployments): pods from the template, replacement,
+"""Deployment controller (localcluster.controllers.deployments): pods from the template, replacement,
 scaling, rolling update, status, garbage collection. In process (store + controllers)."""
 from __future__ import annotations
 
 import copy
 
-from localcluster.deployments import HASH_LABEL, compute_status, template_hash
-from localcluster.resources import DEPLOYMENTS, NAMESPACES, PODS
+from localcluster.controllers.deployments import HASH_LABEL, compute_status, template_hash
+from localcluster.apiserver.resources import DEPLOYMENTS, NAMESPACES, PODS
 from tests.localcluster.kubelet_fixtures import run_in_process
 
 

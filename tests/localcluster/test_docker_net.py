@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localcluster.docker_client import SyncDocker
-from localcluster.docker_net_plan import PodInfo, PodPlan, PolicyUnsupported, plan
-from localcluster.kubelet import read_log
-from localcluster.resources import NAMESPACES, NETWORKPOLICIES, PODS, SERVICES
+from localcluster.runtime.docker_client import SyncDocker
+from localcluster.network.docker_net_plan import PodInfo, PodPlan, PolicyUnsupported, plan
+from localcluster.kubelet.kubelet import read_log
+from localcluster.apiserver.resources import NAMESPACES, NETWORKPOLICIES, PODS, SERVICES
 
 from .docker_fixtures import docker_images, pod, run_docker  # noqa: F401 (fixture)
 
@@ -108,7 +108,7 @@ def test_dns_only_rules_need_no_network_and_a_service_with_another_port_is_not_s
 
 
 def test_a_networks_chain_lets_through_replies_and_the_allowed_flows_only():
-    from localcluster.docker_firewall import chain_rules
+    from localcluster.network.docker_firewall import chain_rules
     text = chain_rules("lcabc123i1", [("10.0.0.2", "10.0.0.3", frozenset({("TCP", 8080, None)})),
                                       ("10.0.0.4", "10.0.0.3", frozenset({("*", None, None)}))])
     assert text.splitlines() == [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from localcluster.kubelet import read_log
-from localcluster.resources import PODS
+from localcluster.kubelet.kubelet import read_log
+from localcluster.apiserver.resources import PODS
 from localcluster.runtime.docker import DockerContainerSpec, container_config, exit_status
 from localcluster.runtime.base import Mount
 
@@ -69,7 +69,7 @@ def test_engine_log_frames_become_cri_records(tmp_path):
     import io
     import struct
 
-    from localcluster.docker_client import FrameDecoder
+    from localcluster.runtime.docker_client import FrameDecoder
     from localcluster.runtime.base import parse_log_line
     from localcluster.runtime.docker import _write_record
 
@@ -212,7 +212,7 @@ def test_containers_of_a_pod_share_localhost(tmp_path, docker_images):
 
 
 def test_deleting_a_running_pod_stops_its_containers_and_removes_them(tmp_path, docker_images):
-    from localcluster.docker_client import SyncDocker
+    from localcluster.runtime.docker_client import SyncDocker
 
     async def body(h, net):
         h.store.create(PODS, "default", pod("long", docker_images["python"], args=[
@@ -228,7 +228,7 @@ def test_deleting_a_running_pod_stops_its_containers_and_removes_them(tmp_path, 
 
 
 def test_close_removes_every_container_and_network_of_the_cluster(tmp_path, docker_images):
-    from localcluster.docker_client import SyncDocker
+    from localcluster.runtime.docker_client import SyncDocker
     clusters = []
 
     async def body(h, net):
@@ -253,7 +253,7 @@ def test_serve_picks_the_runtime_from_the_environment_and_cleanup_removes_a_kill
 
     import kubernetes
 
-    from localcluster.docker_client import SyncDocker
+    from localcluster.runtime.docker_client import SyncDocker
     from localcluster.testing import LocalCluster, wait_until
 
     monkeypatch.setenv("LOCALCLUSTER_RUNTIME", "docker")
@@ -293,8 +293,8 @@ def test_exec_runs_inside_the_container_with_its_exit_code_and_timeout(tmp_path,
     import asyncio
     import secrets
 
-    from localcluster.docker_images import DockerImages
-    from localcluster.docker_net import DockerNetwork
+    from localcluster.runtime.docker_images import DockerImages
+    from localcluster.network.docker_net import DockerNetwork
     from localcluster.runtime.base import ContainerSpec, ExecError
     from localcluster.runtime.docker import DockerRuntime, with_image
 

@@ -1,7 +1,7 @@
-"""ClusterIPs in docker mode (localcluster/docker_services.py): the DNAT rules each pod sandbox gets."""
+"""ClusterIPs in docker mode (localcluster/network/docker_services.py): the DNAT rules each pod sandbox gets."""
 from __future__ import annotations
 
-from localcluster.docker_services import Endpoint, NatRule, nat_rules
+from localcluster.network.docker_services import Endpoint, NatRule, nat_rules
 
 
 def svc(name, ns, selector, ports, cluster_ip="10.96.0.10"):

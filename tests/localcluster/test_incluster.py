@@ -1,4 +1,4 @@
-"""In-cluster access (localcluster/incluster.py): the ServiceAccount admission, bound tokens, the
+"""In-cluster access (localcluster/apiserver/incluster.py): the ServiceAccount admission, bound tokens, the
 root CA ConfigMap, the kube-api-access volume, KUBERNETES_SERVICE_* and hostPath on the node's
 filesystem; and a pod that uses the official client's load_incluster_config()."""
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from localcluster.incluster import (ROOT_CA_CONFIGMAP, SA_MOUNT_PATH, InClusterAccess,
+from localcluster.apiserver.incluster import (ROOT_CA_CONFIGMAP, SA_MOUNT_PATH, InClusterAccess,
                                     RootCaPublisher, TokenClaims, TokenIssuer, admit_pod,
                                     automount)
-from localcluster.kubelet_spec import build_env
-from localcluster.kubelet_volumes import MountError, node_path, prepare_volumes
-from localcluster.registry import Image
-from localcluster.resources import CONFIGMAPS, NAMESPACES, PODS, SERVICEACCOUNTS
-from localcluster.store import Store
+from localcluster.kubelet.spec import build_env
+from localcluster.kubelet.volumes import MountError, node_path, prepare_volumes
+from localcluster.runtime.registry import Image
+from localcluster.apiserver.resources import CONFIGMAPS, NAMESPACES, PODS, SERVICEACCOUNTS
+from localcluster.apiserver.store import Store
 
 CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -208,7 +208,7 @@ def test_root_ca_is_published_with_the_first_pod_with_a_token_and_kept():
 def _prepare(store: Store, pod: dict, tmp_path: Path, **kw):
     def lookup(res):
         return lambda ns, name: store.try_get(res, ns, name)
-    from localcluster.resources import SECRETS
+    from localcluster.apiserver.resources import SECRETS
     return prepare_volumes(pod, tmp_path / "pod", tmp_path / "state", lookup(SECRETS),
                            lookup(CONFIGMAPS), **kw)
 
@@ -290,7 +290,7 @@ NODE_IMAGE = "v6-demo/node:latest"  # has python and the kubernetes client
 def _docker_reason() -> str | None:
     if os.geteuid() != 0:
         return "not root"
-    from localcluster.docker_client import DockerError, SyncDocker, docker_unavailable, q
+    from localcluster.runtime.docker_client import DockerError, SyncDocker, docker_unavailable, q
     why = docker_unavailable()
     if why:
         return why

@@ -1,8 +1,8 @@
 """The Job and TTL controllers on an in-process store (with the real kubelet running pods)."""
 from __future__ import annotations
 
-from localcluster.jobs import pod_from_template
-from localcluster.resources import JOBS, PODS
+from localcluster.controllers.jobs import pod_from_template
+from localcluster.apiserver.resources import JOBS, PODS
 
 from .kubelet_fixtures import run_in_process
 

@@ -3,7 +3,7 @@ kubeconfs/`, Deployments rolling out (process mode: images.yaml runs v6-demo/* a
 get/describe/logs/delete. Skipped where kubectl is not installed.
 
 Client-side validation is off (``--validate=false``): it needs the OpenAPI document, which the
-local cluster does not serve; the API server validates what localcluster.validation checks.
+local cluster does not serve; the API server validates what localcluster.apiserver.validation checks.
 """
 from __future__ import annotations
 

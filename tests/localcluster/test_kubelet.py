@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from localcluster.kubelet import LogError, read_log
-from localcluster.resources import CONFIGMAPS, PODS, SECRETS
+from localcluster.kubelet.kubelet import LogError, read_log
+from localcluster.apiserver.resources import CONFIGMAPS, PODS, SECRETS
 
 from .kubelet_fixtures import needs_root, run_in_process, share_host_dir, simple_pod
 

@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from localcluster.kubelet_spec import (ConfigError, build_argv, build_env, expand, identity,
+from localcluster.kubelet.spec import (ConfigError, build_argv, build_env, expand, identity,
                                        parse_quantity, unschedulable_message)
-from localcluster.kubelet_status import pod_phase
-from localcluster.registry import Image
+from localcluster.kubelet.status import pod_phase
+from localcluster.runtime.registry import Image
 
 IMG = Image(reference="a/b", image_id="a/b@sha256:0", entrypoint=("/ep",), cmd=("c1", "c2"),
             uid=0, env={"IMG": "i", "PATH": "/img/bin"})

@@ -1,4 +1,4 @@
-"""Pod networks (localcluster.netns): the pure parts everywhere; namespaces, veths, routes and the
+"""Pod networks (localcluster.network.netns): the pure parts everywhere; namespaces, veths, routes and the
 nftables firewall for real where root, `ip` and `nft` are available; and that nothing is left
 behind — after a clean stop, and after a killed cluster once the next one starts.
 
@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from localcluster import netns
-from localcluster.netns import (Egress, IsolatedNetwork, Layout, NetworkError, NetworkSettings,
+from localcluster.network import netns
+from localcluster.network.netns import (Egress, IsolatedNetwork, Layout, NetworkError, NetworkSettings,
                                 parse_egress)
 from localcluster.testing import LocalCluster, require_isolation, wait_until
 
@@ -287,9 +287,9 @@ def test_leftovers_of_a_killed_cluster_are_removed_and_a_live_clusters_kept(isol
 def test_a_failed_sandbox_is_reported_and_retried(tmp_path):
     """As a kubelet does: a FailedCreatePodSandBox event, then a retry that succeeds."""
     from localcluster.controllers import run_controllers
-    from localcluster.kubelet import KubeletConfig
-    from localcluster.resources import EVENTS, PODS
-    from localcluster.store import Store
+    from localcluster.kubelet.kubelet import KubeletConfig
+    from localcluster.apiserver.resources import EVENTS, PODS
+    from localcluster.apiserver.store import Store
     from tests.localcluster.kubelet_fixtures import TEST_IMAGES, simple_pod
 
     class FailsOnce(netns.HostNetwork):

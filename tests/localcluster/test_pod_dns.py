@@ -1,4 +1,4 @@
-"""A pod's hostAliases and dnsConfig (localcluster/kubelet_dns.py, validation_dns.py): checked by the
+"""A pod's hostAliases and dnsConfig (localcluster/kubelet/dns.py, validation_dns.py): checked by the
 API as a real API server checks them, and written to the pod's /etc/hosts and /etc/resolv.conf as a
 kubelet writes them."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiException
 
-from localcluster.kubelet_dns import hosts_file, resolv_conf, write_dns_files
+from localcluster.kubelet.dns import hosts_file, resolv_conf, write_dns_files
 from localcluster.testing import wait_until
 
 from .kubelet_fixtures import kcluster, needs_root  # noqa: F401 - kcluster is a fixture

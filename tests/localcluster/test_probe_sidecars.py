@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from localcluster.resources import JOBS, PODS
+from localcluster.apiserver.resources import JOBS, PODS
 
 from .kubelet_fixtures import run_in_process, share_host_dir
 from .probe_fixtures import (LOOP, condition, cstatus, fast, first_rv, free_port, messages,

@@ -16,12 +16,12 @@ import uuid
 import pytest
 
 from localcluster.controllers import run_controllers
-from localcluster.kubelet import KubeletConfig
-from localcluster.kubelet_probes import (Action, Probe, ProbeError, Threshold, parse_probe,
+from localcluster.kubelet.kubelet import KubeletConfig
+from localcluster.kubelet.probes import (Action, Probe, ProbeError, Threshold, parse_probe,
                                          resolve_port, run_action)
-from localcluster.resources import PODS
+from localcluster.apiserver.resources import PODS
 from localcluster.runtime.base import ExecNotSupported, Runtime
-from localcluster.store import Store
+from localcluster.apiserver.store import Store
 
 from .kubelet_fixtures import (TEST_IMAGES, InProcess, needs_root, run_in_process,
                                share_host_dir)
@@ -302,7 +302,7 @@ def test_a_failing_liveness_probe_kills_the_container(tmp_path, restart, expect)
 
 @pytest.mark.root
 def test_probes_reach_pods_in_the_isolated_network(tmp_path):
-    from localcluster.netns import IsolatedNetwork, NetworkSettings
+    from localcluster.network.netns import IsolatedNetwork, NetworkSettings
     from localcluster.testing import require_isolation
     require_isolation()
 

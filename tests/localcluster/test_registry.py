@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from localcluster.registry import (DEFAULT_IMAGES_FILE, REPO_ROOT, ImageNotFound,
+from localcluster.runtime.registry import (DEFAULT_IMAGES_FILE, REPO_ROOT, ImageNotFound,
                                    InvalidImageName, Registry, RegistryConfigError,
                                    parse_reference)
 

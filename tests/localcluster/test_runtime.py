@@ -80,7 +80,7 @@ def test_a_missing_executable_is_a_start_error(tmp_path):
 
 
 def test_long_lines_are_split_into_partial_records_and_joined_back(tmp_path):
-    from localcluster.kubelet_logs import format_records
+    from localcluster.kubelet.logs import format_records
     spec = _spec(tmp_path, [sys.executable, "-c", "print('a' * 40000)"])
     status, _ = _run(tmp_path, spec)
     assert status.exit_code == 0

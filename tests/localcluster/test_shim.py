@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from localcluster import shim
+from localcluster.runtime import shim
 from localcluster.runtime.base import ContainerSpec, Mount
 
 

@@ -3,8 +3,8 @@ API pod IP, as the node's algorithm pods use them (a live-channel sidecar next t
 on an in-process store with the real kubelet and Job controller."""
 from __future__ import annotations
 
-from localcluster.kubelet import read_log
-from localcluster.resources import JOBS, PODS
+from localcluster.kubelet.kubelet import read_log
+from localcluster.apiserver.resources import JOBS, PODS
 
 from .kubelet_fixtures import needs_root, run_in_process, share_host_dir, simple_pod
 

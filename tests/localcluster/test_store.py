@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from localcluster.errors import ApiError, Gone
-from localcluster.store import (CONFIGMAPS, JOBS, NAMESPACES, PODS, Store)
+from localcluster.apiserver.errors import ApiError, Gone
+from localcluster.apiserver.store import (CONFIGMAPS, JOBS, NAMESPACES, PODS, Store)
 
 
 def pod(name, **spec):

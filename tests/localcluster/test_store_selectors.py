@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from localcluster.errors import ApiError
-from localcluster.patch import apply_patch
-from localcluster.selectors import FieldSelector, LabelSelector
+from localcluster.apiserver.errors import ApiError
+from localcluster.apiserver.patch import apply_patch
+from localcluster.apiserver.selectors import FieldSelector, LabelSelector
 
 
 @pytest.mark.parametrize("selector, labels, expected", [

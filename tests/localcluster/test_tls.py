@@ -1,4 +1,4 @@
-"""localcluster.tls: the CA and server certificate of a cluster's API; the kubeconfig's CA."""
+"""localcluster.apiserver.tls: the CA and server certificate of a cluster's API; the kubeconfig's CA."""
 from __future__ import annotations
 
 import socket
@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from localcluster import kubeconfig, tls
+from localcluster import kubeconfig
+from localcluster.apiserver import tls
 
 
 def handshake(cluster_tls: tls.ClusterTls, ca_pem: bytes, hostname: str) -> None:

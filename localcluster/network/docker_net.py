@@ -1,5 +1,5 @@
 """Pod networks in docker mode: a sandbox container per pod, on the Docker networks its
-NetworkPolicies allow (the plan: `localcluster.docker_net_plan`).
+NetworkPolicies allow (the plan: `localcluster.network.docker_net_plan`).
 
 ``setup(uid, host_network, pod)`` makes the pod's sandbox (the ``localcluster/pause`` image, see
 `docker_images.pause_image`) on the pod's home network, connects it to the other networks of the
@@ -26,14 +26,14 @@ import logging
 from typing import Callable
 from dataclasses import dataclass, field
 
-from localcluster.docker_firewall import add_host_guard, check_bridge_filtering
-from localcluster.docker_networks import NetworkPool
-from localcluster.docker_client import LABEL, AsyncDocker, DockerError, SyncDocker
-from localcluster.docker_images import pause_image
-from localcluster.docker_net_plan import PodInfo, PodPlan, PolicyUnsupported, plan
-from localcluster.docker_services import Endpoint, apply_nat, nat_rules
-from localcluster.netns import NetworkError, PodNet
-from localcluster.resources import NAMESPACES, NETWORKPOLICIES, PODS, SERVICES
+from localcluster.network.docker_firewall import add_host_guard, check_bridge_filtering
+from localcluster.network.docker_networks import NetworkPool
+from localcluster.runtime.docker_client import LABEL, AsyncDocker, DockerError, SyncDocker
+from localcluster.runtime.docker_images import pause_image
+from localcluster.network.docker_net_plan import PodInfo, PodPlan, PolicyUnsupported, plan
+from localcluster.network.docker_services import Endpoint, apply_nat, nat_rules
+from localcluster.network.netns import NetworkError, PodNet
+from localcluster.apiserver.resources import NAMESPACES, NETWORKPOLICIES, PODS, SERVICES
 from localcluster.runtime.docker import OWNER_LABEL, POD_LABEL, owner_id
 
 log = logging.getLogger(__name__)

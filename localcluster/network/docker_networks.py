@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 
-from localcluster.docker_client import LABEL, AsyncDocker, DockerError, SyncDocker
-from localcluster.docker_firewall import cleanup_host_guards, remove_flows, set_flows
-from localcluster.netns_plan import NetworkError
+from localcluster.runtime.docker_client import LABEL, AsyncDocker, DockerError, SyncDocker
+from localcluster.network.docker_firewall import cleanup_host_guards, remove_flows, set_flows
+from localcluster.network.netns_plan import NetworkError
 from localcluster.runtime.docker import OWNER_LABEL
 
 # Networks get their subnets here (not from the engine's small default pools, ~30 networks),

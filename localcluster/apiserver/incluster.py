@@ -37,8 +37,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from localcluster.errors import ApiError
-from localcluster.resources import CONFIGMAPS, NAMESPACES, PODS, SERVICEACCOUNTS
+from localcluster.apiserver.errors import ApiError
+from localcluster.apiserver.resources import CONFIGMAPS, NAMESPACES, PODS, SERVICEACCOUNTS
 
 log = logging.getLogger(__name__)
 

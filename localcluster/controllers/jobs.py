@@ -20,11 +20,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from localcluster.errors import ApiError
-from localcluster.kubelet_events import EventRecorder
-from localcluster.kubelet_status import rfc3339
-from localcluster.resources import JOBS, PODS
-from localcluster.workqueue import Reconciler
+from localcluster.apiserver.errors import ApiError
+from localcluster.kubelet.events import EventRecorder
+from localcluster.kubelet.status import rfc3339
+from localcluster.apiserver.resources import JOBS, PODS
+from localcluster.controllers.workqueue import Reconciler
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGES_FILE = Path(__file__).resolve().parent / "images.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_IMAGES_FILE = Path(__file__).resolve().parent.parent / "images.yaml"
 
 # The distribution reference grammar, simplified: [host[:port]/]path[:tag][@digest].
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

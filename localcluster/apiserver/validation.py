@@ -28,10 +28,10 @@ import jsonschema
 from referencing import Registry
 from referencing import Resource as RefResource
 
-from localcluster.errors import invalid
-from localcluster.resources import (DEPLOYMENTS, JOBS, NAMESPACES, PODS, SERVICES, Resource)
-from localcluster.selectors import LabelSelector
-from localcluster.validation_dns import dns_causes
+from localcluster.apiserver.errors import invalid
+from localcluster.apiserver.resources import (DEPLOYMENTS, JOBS, NAMESPACES, PODS, SERVICES, Resource)
+from localcluster.apiserver.selectors import LabelSelector
+from localcluster.apiserver.validation_dns import dns_causes
 
 K8S_SCHEMA_VERSION = "1.30.0"
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Callable
 
-from localcluster.registry import Image
+from localcluster.runtime.registry import Image
 
 NODE_NAME = "localcluster"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -166,7 +166,7 @@ def build_env(pod: dict, container: dict, image: Image, secrets: Lookup, configm
               allocatable: dict[str, Decimal], *,
               service_env: dict[str, str] | None = None) -> dict[str, str]:
     """The container's environment: image env, HOSTNAME, the Services' variables (service_env:
-    KUBERNETES_SERVICE_HOST ..., `localcluster.incluster.service_env`), envFrom, env (in order,
+    KUBERNETES_SERVICE_HOST ..., `localcluster.apiserver.incluster.service_env`), envFrom, env (in order,
     later ones win; $(VAR) in env values sees all before them)."""
     ns = pod["metadata"]["namespace"]
     env: dict[str, str] = {"PATH": DEFAULT_PATH, **image.env,
@@ -268,7 +268,7 @@ def identity(pod: dict, container: dict, image: Image) -> Identity:
         caps = ["ALL"]
     cap_spec = csc.get("capabilities") or {}
     if cap_spec:
-        from localcluster.shim import CAP_NUMBERS, DEFAULT_ROOT_CAPS
+        from localcluster.runtime.shim import CAP_NUMBERS, DEFAULT_ROOT_CAPS
         base = set(DEFAULT_ROOT_CAPS) if caps is None else set(CAP_NUMBERS)
         drop = {c.upper().removeprefix("CAP_") for c in cap_spec.get("drop") or []}
         add = {c.upper().removeprefix("CAP_") for c in cap_spec.get("add") or []}
@@ -276,7 +276,7 @@ def identity(pod: dict, container: dict, image: Image) -> Identity:
         base |= set(CAP_NUMBERS) if "ALL" in add else add
         caps = sorted(base)
     elif caps == ["ALL"]:
-        from localcluster.shim import CAP_NUMBERS
+        from localcluster.runtime.shim import CAP_NUMBERS
         caps = sorted(CAP_NUMBERS)
     # no_new_privs unless privilege escalation is asked for (stricter than the Kubernetes
     # default, which allows it; nothing in this project needs setuid binaries)

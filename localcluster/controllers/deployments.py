@@ -23,10 +23,10 @@ import hashlib
 import json
 import logging
 
-from localcluster.errors import ApiError
-from localcluster.resources import DEPLOYMENTS, PODS
-from localcluster.timestamps import now_rfc3339
-from localcluster.workqueue import Reconciler
+from localcluster.apiserver.errors import ApiError
+from localcluster.apiserver.resources import DEPLOYMENTS, PODS
+from localcluster.apiserver.timestamps import now_rfc3339
+from localcluster.controllers.workqueue import Reconciler
 
 log = logging.getLogger(__name__)
 

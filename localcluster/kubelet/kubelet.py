@@ -2,7 +2,7 @@
 
 For every pod it: schedules it (``spec.nodeName``, condition PodScheduled; a pod asking for more
 than the node's allocatable resources, or for a resource the node lacks such as
-``nvidia.com/gpu``, stays Pending/Unschedulable), gives it its network (`localcluster.netns`: a
+``nvidia.com/gpu``, stays Pending/Unschedulable), gives it its network (`localcluster.network.netns`: a
 loopback pod IP 127.0.1.x on the host's network, or its own isolated namespace), sets up
 its volumes (`kubelet_volumes`), runs its init containers in order and then its containers
 through a `Runtime`, restarts them per ``restartPolicy`` (back-off 1s, 2s, 4s… capped at 10s —
@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from localcluster.docker_net import DockerNetwork, NetworkPolicyUnsupported
-from localcluster.incluster import InClusterAccess
-from localcluster.kubelet_events import EventRecorder
-from localcluster.kubelet_logs import LogError, read_log, resolve_log_path
-from localcluster.kubelet_pod import TERMINAL, PodWorker
-from localcluster.kubelet_spec import NODE_NAME, parse_quantity, pod_requests
-from localcluster.netns import HostNetwork, IsolatedNetwork, NetworkError, PodNet
-from localcluster.registry import Registry
-from localcluster.resources import CONFIGMAPS, PODS, SECRETS
+from localcluster.network.docker_net import DockerNetwork, NetworkPolicyUnsupported
+from localcluster.apiserver.incluster import InClusterAccess
+from localcluster.kubelet.events import EventRecorder
+from localcluster.kubelet.logs import LogError, read_log, resolve_log_path
+from localcluster.kubelet.pod import TERMINAL, PodWorker
+from localcluster.kubelet.spec import NODE_NAME, parse_quantity, pod_requests
+from localcluster.network.netns import HostNetwork, IsolatedNetwork, NetworkError, PodNet
+from localcluster.runtime.registry import Registry
+from localcluster.apiserver.resources import CONFIGMAPS, PODS, SECRETS
 from localcluster.runtime.base import ContainerSpec, Runtime
 
 __all__ = ["Kubelet", "KubeletConfig", "read_log", "resolve_log_path", "LogError"]
@@ -55,13 +55,13 @@ class KubeletConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 10.0
     retry_interval: float = 2.0  # re-check of unschedulable pods and failed mounts
-    # None: the host's (localcluster.netns); docker mode: a docker_net.DockerNetwork
+    # None: the host's (localcluster.network.netns); docker mode: a docker_net.DockerNetwork
     network: HostNetwork | IsolatedNetwork | DockerNetwork | None = None
     # docker mode: the runtime and image source (docker_images.DockerImages) replace those
     # run_controllers passes (the process runtime and the YAML registry)
     runtime: Runtime | None = None
     images: object | None = None
-    # In-cluster access (tokens, KUBERNETES_SERVICE_*; localcluster.incluster); None: neither.
+    # In-cluster access (tokens, KUBERNETES_SERVICE_*; localcluster.apiserver.incluster); None: neither.
     incluster: InClusterAccess | None = None
     host_root: Path | None = None  # hostPath /x is host_root/x (the node's filesystem); None: /
 

@@ -1,6 +1,6 @@
 """Container logs as the kubelet keeps them: ``<state>/pods/<ns>_<pod>_<uid>/<container>/
 <restartCount>.log`` in the CRI log format (layout shared with the API server through
-`localcluster.podlogs`); they stay until the pod is deleted.
+`localcluster.kubelet.podlogs`); they stay until the pod is deleted.
 
 `read_log` is what the API server serves at ``pods/{name}/log``.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from localcluster import podlogs
+from localcluster.kubelet import podlogs
 from localcluster.runtime.base import parse_log_line
 
 

@@ -1,16 +1,16 @@
 """Deletion semantics of the store: graceful pod deletion, finalizers, garbage collection of
 dependents (Background / Foreground / Orphan) and namespace termination.
 
-A mixin of `localcluster.store.Store`; it uses the store's tables and write primitives.
+A mixin of `localcluster.apiserver.store.Store`; it uses the store's tables and write primitives.
 """
 from __future__ import annotations
 
 import copy
 import logging
 
-from localcluster.errors import ApiError
-from localcluster.resources import NAMESPACES, Resource
-from localcluster.timestamps import now_rfc3339
+from localcluster.apiserver.errors import ApiError
+from localcluster.apiserver.resources import NAMESPACES, Resource
+from localcluster.apiserver.timestamps import now_rfc3339
 
 log = logging.getLogger(__name__)
 

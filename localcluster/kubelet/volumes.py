@@ -6,7 +6,7 @@ directory, removed with the pod; ``medium: Memory`` is a plain directory too), s
 downwardAPI and projected (files written from the objects), persistentVolumeClaim
 (``<state dir>/pvc/<ns>/<claim>``, kept across pods). Secret/configMap/downwardAPI/projected
 volumes are mounted read-only, as a kubelet does. A projected ``serviceAccountToken`` gets a
-token from the cluster's issuer (`localcluster.incluster`), bound to the pod.
+token from the cluster's issuer (`localcluster.apiserver.incluster`), bound to the pod.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from localcluster.incluster import TokenError
-from localcluster.kubelet_spec import ConfigError, _field_value, expand
+from localcluster.apiserver.incluster import TokenError
+from localcluster.kubelet.spec import ConfigError, _field_value, expand
 from localcluster.runtime.base import Mount
 
 

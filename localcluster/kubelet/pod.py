@@ -5,21 +5,19 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
-from localcluster.errors import ApiError
-from localcluster.kubelet_containers import Backoff, ContainerRunner
-from localcluster.kubelet_dns import write_dns_files
-from localcluster.kubelet_logs import pod_dir
-from localcluster.kubelet_spec import unschedulable_message
-from localcluster.kubelet_status import (initial_status, pod_conditions, pod_phase, rfc3339,
+from localcluster.apiserver.errors import ApiError
+from localcluster.kubelet.containers import Backoff, ContainerRunner
+from localcluster.kubelet.dns import write_dns_files
+from localcluster.kubelet.logs import pod_dir
+from localcluster.kubelet.spec import unschedulable_message
+from localcluster.kubelet.status import (initial_status, pod_conditions, pod_phase, rfc3339,
                                          set_condition, waiting)
-from localcluster.kubelet_volumes import MountError, Volume, prepare_volumes
-from localcluster.resources import CONFIGMAPS, PODS, SECRETS
+from localcluster.kubelet.volumes import MountError, Volume, prepare_volumes
+from localcluster.apiserver.resources import CONFIGMAPS, PODS, SECRETS
 from localcluster.runtime.base import Container, ExitStatus
 
-if TYPE_CHECKING:
-    from localcluster.kubelet import Kubelet
 
 log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")
@@ -27,10 +25,30 @@ HOST_IP = "127.0.0.1"
 MIN_SIDECAR_GRACE = 2.0  # the kubelet's minimum grace for a sidecar stopped after the others
 
 
+class Node(Protocol):
+    """What a pod worker needs of its kubelet (the kubelet module implements it; a Protocol so
+    that the worker does not import the kubelet that imports it)."""
+    store: Any
+    state_dir: Path
+    config: Any  # KubeletConfig
+    registry: Any
+    runtime: Any
+    network: Any
+    events: Any
+    allocatable: dict
+    workers: dict
+    closing: bool
+
+    def used_resources(self, exclude: str) -> dict: ...
+    def lookup(self, res) -> Callable[[str, str], dict | None]: ...
+    def service_env(self, worker: "PodWorker") -> dict[str, str]: ...
+    async def sandbox(self, worker: "PodWorker") -> Any: ...
+
+
 class PodWorker(ContainerRunner):
     """Drives one pod from scheduling to removal."""
 
-    def __init__(self, kubelet: Kubelet, pod: dict) -> None:
+    def __init__(self, kubelet: Node, pod: dict) -> None:
         self.k = kubelet
         self.pod = pod
         meta = pod["metadata"]

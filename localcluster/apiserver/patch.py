@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from localcluster.errors import ApiError, bad_request
+from localcluster.apiserver.errors import ApiError, bad_request
 
 PATCH_TYPES = {
     "application/merge-patch+json": "merge",

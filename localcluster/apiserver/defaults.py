@@ -16,7 +16,7 @@ import ipaddress
 import itertools
 from typing import Callable
 
-from localcluster.resources import (DEPLOYMENTS, JOBS, NAMESPACES, NETWORKPOLICIES, PODS, SECRETS,
+from localcluster.apiserver.resources import (DEPLOYMENTS, JOBS, NAMESPACES, NETWORKPOLICIES, PODS, SECRETS,
                                     SERVICES, Resource)
 
 _service_ips = itertools.count(10)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import secrets as pysecrets
 
-from localcluster.kubelet_logs import log_file
-from localcluster.kubelet_probes import ContainerProbes
-from localcluster.kubelet_spec import (ConfigError, build_argv, build_env, cpu_limit_millis,
+from localcluster.kubelet.logs import log_file
+from localcluster.kubelet.probes import ContainerProbes
+from localcluster.kubelet.spec import (ConfigError, build_argv, build_env, cpu_limit_millis,
                                        identity, memory_limit)
-from localcluster.kubelet_status import rfc3339, waiting
-from localcluster.kubelet_volumes import Volume, container_mounts
-from localcluster.registry import ImageNotFound, InvalidImageName
-from localcluster.resources import CONFIGMAPS, SECRETS
+from localcluster.kubelet.status import rfc3339, waiting
+from localcluster.kubelet.volumes import Volume, container_mounts
+from localcluster.runtime.registry import ImageNotFound, InvalidImageName
+from localcluster.apiserver.resources import CONFIGMAPS, SECRETS
 from localcluster.runtime.base import Container, ContainerSpec, CreateContainerError, ExitStatus
 
 

@@ -27,7 +27,7 @@ of indexes whose cluster is gone (killed without cleaning up), never those of a 
 clusters can run side by side.
 
 The pure part (settings, names, the `ip` batches and the nftables script) is
-`localcluster.netns_plan`; this module runs the commands.
+`localcluster.network.netns_plan`; this module runs the commands.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster.netns_plan import (  # noqa: F401  (re-exported: the module's interface)
+from localcluster.network.netns_plan import (  # noqa: F401  (re-exported: the module's interface)
     DEFAULT_CIDR, GATEWAY, KINDS, MODES, RUN_DIR, SUBNET_PREFIX, Egress, Layout, NetworkError, NetworkSettings,
     host_batch, nft_script, parse_egress, parse_indexes, pod_batch, subnet_count, subnet_of)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import time
 
-from localcluster.errors import ApiError
-from localcluster.kubelet_status import rfc3339
-from localcluster.resources import EVENTS
+from localcluster.apiserver.errors import ApiError
+from localcluster.kubelet.status import rfc3339
+from localcluster.apiserver.resources import EVENTS
 
 log = logging.getLogger(__name__)
 

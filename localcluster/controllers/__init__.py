@@ -9,10 +9,10 @@ import asyncio
 import logging
 from pathlib import Path
 
-from localcluster.deployments import DeploymentController
-from localcluster.jobs import JobController
-from localcluster.kubelet import Kubelet, KubeletConfig
-from localcluster.registry import DEFAULT_IMAGES_FILE, Registry
+from localcluster.controllers.deployments import DeploymentController
+from localcluster.controllers.jobs import JobController
+from localcluster.kubelet.kubelet import Kubelet, KubeletConfig
+from localcluster.runtime.registry import DEFAULT_IMAGES_FILE, Registry
 from localcluster.runtime.process import ProcessRuntime
 
 log = logging.getLogger(__name__)

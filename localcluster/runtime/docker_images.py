@@ -1,6 +1,6 @@
 """Images in Docker mode: resolution against the local engine, and small images made from host files.
 
-`DockerImages` replaces the YAML registry (`localcluster.registry`) when pods run as Docker
+`DockerImages` replaces the YAML registry (`localcluster.runtime.registry`) when pods run as Docker
 containers: an image is what the local engine has (``GET /images/{name}/json``); nothing is ever
 pulled, so an image not built locally raises `ImageNotFound` (the kubelet reports ErrImagePull,
 then ImagePullBackOff). Entrypoint, cmd, user, workdir and env come from the image's config, so a
@@ -20,8 +20,8 @@ import re
 import subprocess
 import tarfile
 
-from localcluster.docker_client import DockerError, SyncDocker, q
-from localcluster.registry import Image, ImageNotFound, InvalidImageName, parse_reference
+from localcluster.runtime.docker_client import DockerError, SyncDocker, q
+from localcluster.runtime.registry import Image, ImageNotFound, InvalidImageName, parse_reference
 
 PAUSE_REPO = "localcluster/pause"
 

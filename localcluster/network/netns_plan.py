@@ -1,4 +1,4 @@
-"""The pure part of the pod networks (`localcluster.netns`): settings, names and addresses, the
+"""The pure part of the pod networks (`localcluster.network.netns`): settings, names and addresses, the
 `ip -batch` lines and the nftables script that make one cluster's isolated pod network, and
 finding what is ours in the tools' listings. No I/O here."""
 from __future__ import annotations

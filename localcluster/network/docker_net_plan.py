@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from localcluster.selectors import LabelSelector
+from localcluster.apiserver.selectors import LabelSelector
 
 NS_NAME_LABEL = "kubernetes.io/metadata.name"
 DNS_PORT = 53

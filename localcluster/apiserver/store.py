@@ -13,17 +13,17 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from localcluster import defaults, incluster, validation
-from localcluster.deletion import FOREGROUND, DeletionMixin
-from localcluster.errors import (ApiError, Gone, already_exists, bad_request, conflict,
+from localcluster.apiserver import defaults, incluster, validation
+from localcluster.apiserver.deletion import FOREGROUND, DeletionMixin
+from localcluster.apiserver.errors import (ApiError, Gone, already_exists, bad_request, conflict,
                                  forbidden, invalid, not_found)
-from localcluster.patch import apply_patch
-from localcluster.resources import (ALL, CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, NAMESPACES,
+from localcluster.apiserver.patch import apply_patch
+from localcluster.apiserver.resources import (ALL, CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, NAMESPACES,
                                     NETWORKPOLICIES, PODS, ROLEBINDINGS, ROLES, SECRETS,
                                     SERVICEACCOUNTS, SERVICES, Resource)
-from localcluster.selectors import make_filter
-from localcluster.timestamps import now_rfc3339
-from localcluster.watch import Watch
+from localcluster.apiserver.selectors import make_filter
+from localcluster.apiserver.timestamps import now_rfc3339
+from localcluster.apiserver.watch import Watch
 
 __all__ = ["Store", "Resource", "ApiError", "Gone", "Watch", "ALL", "NAMESPACES", "PODS",
            "SERVICES", "SECRETS", "CONFIGMAPS", "EVENTS", "JOBS", "NETWORKPOLICIES",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from localcluster.netns_plan import NetworkError
+from localcluster.network.netns_plan import NetworkError
 from localcluster.runtime.docker import owner_alive, owner_id
 
 log = logging.getLogger(__name__)

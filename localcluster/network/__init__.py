@@ -1,0 +1,1 @@
+"""Pod networking: network namespaces (process runtime) and Docker networks/firewall (docker runtime)."""
