@@ -11,11 +11,10 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from localcluster.apiserver import discovery, routing, tables, watching
+from localcluster.apiserver import discovery, openapi, routing, tables, watching, writes
 from localcluster.apiserver.errors import ApiError, bad_request
 from localcluster.apiserver.faults import REASONS, FaultConfigError, Faults
 from localcluster.apiserver.metrics import Metrics
-from localcluster.apiserver.patch import PATCH_TYPES
 from localcluster.apiserver.resources import PODS
 from localcluster.apiserver.store import Store
 
@@ -146,6 +145,28 @@ async def apis_group_version(request: web.Request) -> web.Response:
     return _json(doc)
 
 
+async def openapi_v3_index(request: web.Request) -> web.Response:
+    return _json(openapi.index())
+
+
+async def openapi_v3_doc(request: web.Request) -> web.Response:
+    """One group-version's document. As the real server: a URL with the current hash may be
+    cached for good, an outdated hash is redirected to the current one."""
+    path = request.match_info["path"]
+    found = openapi.serialized(path)
+    if found is None:
+        raise web.HTTPNotFound()
+    data, digest = found
+    asked = request.query.get("hash")
+    if asked and asked != digest:
+        raise web.HTTPMovedPermanently(f"/openapi/v3/{path}?hash={digest}")
+    headers = {"ETag": f'"{digest}"',
+               "Cache-Control": "public, immutable" if asked else "no-cache, private"}
+    if request.headers.get("If-None-Match") == headers["ETag"]:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=data, content_type="application/json", headers=headers)
+
+
 # ------------------------------------------------------------------------ resource routes
 def _as_table(request: web.Request, t: routing.Target) -> bool:
     """kubectl get asks for a Table (server-side printing); given for the types tables.py
@@ -178,8 +199,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
         if m == "POST":
             if t.res.namespaced and t.namespace is None:
                 raise ApiError(405, "MethodNotAllowed", "create needs a namespace in the path")
-            body = await _body(request)
-            return _json(store.create(t.res, t.namespace, body), 201)
+            return await writes.create(request, store, t)
         if m == "DELETE":
             return await _delete_collection(request, t)
         raise ApiError(405, "MethodNotAllowed", f"{m} is not allowed on a collection")
@@ -192,17 +212,9 @@ async def resource(request: web.Request) -> web.StreamResponse:
                                       q.get("includeObject")))
         return _json(obj)
     if m == "PUT":
-        body = await _body(request)
-        return _json(store.replace(t.res, t.namespace, t.name, body, t.subresource))
+        return await writes.replace(request, store, t)
     if m == "PATCH":
-        ctype = request.content_type
-        patch_type = PATCH_TYPES.get(ctype)
-        if patch_type is None:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the body of the request was in an unknown format - accepted media "
-                           f"types include: {', '.join(PATCH_TYPES)}")
-        body = await _body(request)
-        return _json(store.patch(t.res, t.namespace, t.name, body, patch_type, t.subresource))
+        return await writes.patch(request, store, t)
     if m == "DELETE":
         if t.subresource:
             raise ApiError(405, "MethodNotAllowed", "delete is not allowed on a subresource")
@@ -356,6 +368,8 @@ def make_app(store: Store, settings: ApiSettings) -> web.Application:
                           ("/apis/{group}/{version}", apis_group_version)):
         r.add_get(path, handler)
         r.add_get(path + "/", handler)  # clients ask for "/version/" too
+    r.add_get("/openapi/v3", openapi_v3_index)
+    r.add_get("/openapi/v3/{path:.+}", openapi_v3_doc)
     for prefix in ("/api/v1/{tail:.+}", "/apis/{group}/{version}/{tail:.+}"):
         r.add_route("*", prefix, resource)
     r.add_get("/localcluster/metrics", get_metrics)

@@ -169,9 +169,14 @@ class Store(DeletionMixin):
         return self._update(res, old, obj, subresource, admit=True)
 
     def patch(self, res: Resource, namespace: str | None, name: str, patch: Any, patch_type: str,
-              subresource: str | None = None) -> dict:
+              subresource: str | None = None,
+              decode: Callable[[dict], dict] | None = None) -> dict:
+        """decode: what the API server's decoder makes of the patched object (drops unknown
+        fields, or refuses them: localcluster.apiserver.writes)."""
         old = self._require(res, namespace, name)
         new = apply_patch(old, patch, patch_type)
+        if decode is not None:
+            new = decode(new)
         meta = new.get("metadata")
         if not isinstance(meta, dict):
             raise bad_request("metadata must be an object")

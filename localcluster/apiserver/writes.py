@@ -1,0 +1,88 @@
+"""The write verbs over HTTP (create, update, patch): decode the body as the real API server does
+under ``fieldValidation`` (``fieldvalidation``), store it, and answer with the object and one
+``Warning`` header per dropped or duplicate field."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from localcluster.apiserver import fieldvalidation as fv
+from localcluster.apiserver.errors import ApiError
+from localcluster.apiserver.patch import PATCH_TYPES
+from localcluster.apiserver.routing import Target
+from localcluster.apiserver.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _response(obj: Any, status: int, warnings: list[str]) -> web.Response:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for text in dict.fromkeys(warnings):  # the real recorder drops repeated warnings too
+        headers.add("Warning", fv.warning_header(text))
+    return web.Response(body=json.dumps(obj, separators=(",", ":")), status=status,
+                        content_type="application/json", headers=headers)
+
+
+async def _decoded(request: web.Request) -> Any:
+    raw = await request.read()
+    return fv.loads(raw) if raw else None
+
+
+def _checked(request: web.Request, t: Target, body: Any) -> tuple[Any, list[str]]:
+    """Create and update: the body without unknown fields, and the warnings to send; Strict
+    refuses the body instead."""
+    mode = fv.directive(request.query.get("fieldValidation"), request.method)
+    body, problems = fv.check(body, t.res.group, t.res.version, t.res.kind)
+    if problems and mode == fv.STRICT:
+        sent = body if isinstance(body, dict) else {}
+        kind = sent.get("kind") if isinstance(sent.get("kind"), str) else None
+        api_version = sent.get("apiVersion") if isinstance(sent.get("apiVersion"), str) else ""
+        raise fv.decode_error(kind or t.res.kind, api_version.rpartition("/")[2] or t.res.version,
+                              problems)
+    return body, problems if mode == fv.WARN else []
+
+
+async def create(request: web.Request, store: Store, t: Target) -> web.Response:
+    body, warnings = _checked(request, t, await _decoded(request))
+    return _response(store.create(t.res, t.namespace, body), 201, warnings)
+
+
+async def replace(request: web.Request, store: Store, t: Target) -> web.Response:
+    body, warnings = _checked(request, t, await _decoded(request))
+    return _response(store.replace(t.res, t.namespace, t.name, body, t.subresource), 200,
+                     warnings)
+
+
+async def patch(request: web.Request, store: Store, t: Target) -> web.Response:
+    patch_type = PATCH_TYPES.get(request.content_type)
+    if patch_type is None:
+        raise ApiError(415, "UnsupportedMediaType",
+                       f"the body of the request was in an unknown format - accepted media "
+                       f"types include: {', '.join(PATCH_TYPES)}")
+    mode = fv.directive(request.query.get("fieldValidation"), "PATCH")
+    # The patch itself is decoded into a map: only duplicates can be wrong in it.
+    body, problems = fv.duplicates(await _decoded(request),
+                                   "json patch " if patch_type == "json" else "")
+    if mode == fv.IGNORE:
+        problems = []
+    warnings: list[str] = []
+
+    def decode(patched: dict) -> dict:
+        """The patched object as the typed decoder leaves it: without unknown fields."""
+        pruned, unknown = fv.check(patched, t.res.group, t.res.version, t.res.kind)
+        found = problems + ([] if mode == fv.IGNORE else unknown)
+        if found and mode == fv.STRICT:
+            # as the real handler shows it: the patch map (strategic) or the patched object
+            shown = fv.go_format(body) if patch_type == "strategic" else json.dumps(
+                patched, separators=(",", ":"), ensure_ascii=False)
+            raise fv.patch_error(shown, found)
+        warnings.extend(found)
+        return pruned
+
+    obj = store.patch(t.res, t.namespace, t.name, body, patch_type, t.subresource,
+                      decode=decode)
+    return _response(obj, 200, warnings)
