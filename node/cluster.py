@@ -121,9 +121,12 @@ class Cluster:
 
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, job: dict) -> dict:
+        """Strict field validation: a field the API server does not know (a typo in
+        node/manifests.py) is an error here, not a setting silently dropped from the Job."""
         name = job["metadata"]["name"]
         return _json(_call(f"create job {name}", lambda: self.batch.create_namespaced_job(
-            self.namespace, job, _preload_content=False, _request_timeout=self.timeout)))
+            self.namespace, job, field_validation="Strict", _preload_content=False,
+            _request_timeout=self.timeout)))
 
     def get_job(self, name: str) -> dict:
         return _json(_call(f"get job {name}", lambda: self.batch.read_namespaced_job(
@@ -221,14 +224,14 @@ class Cluster:
         try:
             _done(_call(f"create networkpolicy {name}",
                         lambda: self.net.create_namespaced_network_policy(
-                            self.namespace, policy, _preload_content=False,
-                            _request_timeout=self.timeout)))
+                            self.namespace, policy, field_validation="Strict",
+                            _preload_content=False, _request_timeout=self.timeout)))
         except ConflictError:
             try:
                 _done(_call(f"replace networkpolicy {name}",
                             lambda: self.net.patch_namespaced_network_policy(
-                                name, self.namespace, policy, _preload_content=False,
-                                _request_timeout=self.timeout)))
+                                name, self.namespace, policy, field_validation="Strict",
+                                _preload_content=False, _request_timeout=self.timeout)))
             except ConflictError as e:
                 # a concurrent change: worth another try, not a reason for the node to exit at
                 # start (it did under API faults, tests/reliability/test_faults.py)
