@@ -2,8 +2,10 @@
 kubeconfs/`, Deployments rolling out (process mode: images.yaml runs v6-demo/* as processes),
 get/describe/logs/delete. Skipped where kubectl is not installed.
 
-Client-side validation is off (``--validate=false``): it needs the OpenAPI document, which the
-local cluster does not serve; the API server validates what localcluster.apiserver.validation checks.
+kubectl validates with the server (``--validate=strict``, its default): it finds the
+``fieldValidation`` parameter in the cluster's OpenAPI v3 documents (localcluster.apiserver.openapi)
+and sends ``fieldValidation=Strict``, so a typo in a manifest is refused with the real server's
+error (localcluster.apiserver.fieldvalidation).
 """
 from __future__ import annotations
 
@@ -79,7 +81,11 @@ def test_a_wrong_token_is_refused(cluster, tmp_path):
 
 
 def test_apply_kubeconfs_and_roll_out_the_server(cluster):
-    out = kubectl(cluster, "apply", "--validate=false", "-k", "kubeconfs/").stdout
+    out = kubectl(cluster, "apply", "-k", "kubeconfs/").stdout
+    # validation was left to the server: kubectl read OpenAPI v3, never the v2 document, and
+    # sent fieldValidation=Strict (test_a_typo_in_a_manifest_is_refused_with_the_real_error)
+    requests = cluster.metrics()["requests"]
+    assert requests.get("get /openapi/v3", 0) >= 1 and "get /openapi/v2" not in requests
     for created in ("namespace/v6-node created", "serviceaccount/v6-node created",
                     "role.rbac.authorization.k8s.io/v6-node created",
                     "rolebinding.rbac.authorization.k8s.io/v6-node created",
@@ -91,7 +97,7 @@ def test_apply_kubeconfs_and_roll_out_the_server(cluster):
     assert sorted(names) == ["deployment.apps/v6-node", "deployment.apps/v6-proxy",
                              "deployment.apps/v6-server"]
     # A second apply computes three-way strategic merge patches that change nothing.
-    again = kubectl(cluster, "apply", "--validate=false", "-k", "kubeconfs/").stdout
+    again = kubectl(cluster, "apply", "-k", "kubeconfs/").stdout
     assert "deployment.apps/v6-server unchanged" in again, again
     assert "role.rbac.authorization.k8s.io/v6-node unchanged" in again, again
 
@@ -117,7 +123,7 @@ def test_apply_kubeconfs_and_roll_out_the_server(cluster):
 
 
 def test_template_change_rolls_out_and_delete_removes_pods(cluster):
-    kubectl(cluster, "apply", "--validate=false", "-k", "kubeconfs/")
+    kubectl(cluster, "apply", "-k", "kubeconfs/")
     kubectl(cluster, "-n", "v6-server", "rollout", "status", "deployment/v6-server",
             "--timeout=60s", timeout=90)
     before = set(kubectl(cluster, "-n", "v6-server", "get", "pods", "-l", "app=v6-server",
@@ -134,3 +140,50 @@ def test_template_change_rolls_out_and_delete_removes_pods(cluster):
     wait_until(lambda: not kubectl(cluster, "-n", "v6-server", "get", "pods", "-l",
                                    "app=v6-server", "-o", "name").stdout.strip(),
                timeout=30, what="the server's pods to go")
+
+
+TYPO = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: typo
+  namespace: default
+spec:
+  selector: {app: typo}
+  ports:
+  - port: 80
+    targetPrt: 8080
+"""
+
+
+def test_a_typo_in_a_manifest_is_refused_with_the_real_error(cluster, tmp_path):
+    manifest = tmp_path / "typo.yaml"
+    manifest.write_text(TYPO)
+    r = kubectl(cluster, "apply", "-f", str(manifest), check=False)
+    assert r.returncode == 1, r
+    assert r.stderr.strip() == (
+        f'Error from server (BadRequest): error when creating "{manifest}": Service in version '
+        '"v1" cannot be handled as a Service: strict decoding error: unknown field '
+        '"spec.ports[0].targetPrt"')
+    assert "NotFound" in kubectl(cluster, "get", "service", "typo", check=False).stderr
+    # --validate=warn: kubectl sends Warn, the server drops the field and says so
+    r = kubectl(cluster, "apply", "--validate=warn", "-f", str(manifest))
+    assert "service/typo created" in r.stdout
+    assert 'Warning: unknown field "spec.ports[0].targetPrt"' in r.stderr
+    ports = json.loads(kubectl(cluster, "get", "service", "typo", "-o", "json").stdout)[
+        "spec"]["ports"]
+    assert ports == [{"port": 80, "protocol": "TCP", "targetPort": 80}]  # the typo set nothing
+    # the object exists now: apply sends a strategic merge patch, refused as strictly
+    manifest.write_text(TYPO.replace("targetPrt: 8080", "targetPort: 8080\n    protocl: TCP"))
+    r = kubectl(cluster, "apply", "-f", str(manifest), check=False)
+    assert r.returncode == 1, r
+    assert r.stderr.startswith("The request is invalid: patch: Invalid value: ")
+    assert r.stderr.strip().endswith(
+        'strict decoding error: unknown field "spec.ports[0].protocl"')
+    kubectl(cluster, "delete", "service", "typo")
+
+
+def test_explain_reads_the_openapi_v3_documents(cluster):
+    out = kubectl(cluster, "explain", "jobs.spec.backoffLimit").stdout
+    assert "GROUP:      batch" in out and "FIELD: backoffLimit <integer>" in out
+    assert "Specifies the number of retries before marking this job failed" in out
