@@ -113,6 +113,14 @@ def _op_prefix(res: Resource) -> str:
         res.version[1:]
 
 
+def _tag(res: Resource) -> str:
+    """"core_v1", "batch_v1", "rbacAuthorization_v1": the real documents' tags."""
+    if not res.group:
+        return f"core_{res.version}"
+    parts = res.group.removesuffix(".k8s.io").split(".")
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:]) + f"_{res.version}"
+
+
 def _param(name: str, where: str, kind: str, about: str, required: bool = False) -> dict:
     p = {"name": name, "in": where, "description": about, "schema": {"type": kind}}
     if required:
@@ -149,14 +157,14 @@ def _content(ref: str, types: tuple[str, ...] = ("application/json", "applicatio
     return {t: {"schema": {"$ref": _COMPONENTS + ref}} for t in types}
 
 
-def _op(res: Resource, verb: str, action: str, op_id: str, about: str, returns: str,
+def _op(res: Resource, action: str, op_id: str, about: str, returns: str,
         params: list[dict] | None = None, body: dict | None = None,
         codes: tuple[str, ...] = ("200",)) -> dict:
     responses = {c: {"description": {"200": "OK", "201": "Created", "202": "Accepted"}[c],
                      "content": _content(returns)} for c in codes}
     responses["401"] = {"description": "Unauthorized"}
     op: dict[str, Any] = {"description": about, "operationId": op_id,
-                          "tags": [_op_prefix(res).lower()], "responses": responses,
+                          "tags": [_tag(res)], "responses": responses,
                           "x-kubernetes-action": action,
                           "x-kubernetes-group-version-kind": {"group": res.group,
                                                                "kind": res.kind,
@@ -184,28 +192,28 @@ def _paths(res: Resource, kind_def: str) -> dict[str, dict]:
     paths: dict[str, dict] = {
         collection: {
             "parameters": [*ns, _PRETTY],
-            "get": _op(res, "get", "list", f"list{name}", f"list or watch {res.kind}s",
+            "get": _op(res, "list", f"list{name}", f"list or watch {res.kind}s",
                        list_def, _LIST),
-            "post": _op(res, "post", "post", f"create{name}", f"create a {res.kind}", kind_def,
+            "post": _op(res, "post", f"create{name}", f"create a {res.kind}", kind_def,
                         write, {"*/*": {"schema": {"$ref": _COMPONENTS + kind_def}}},
                         ("200", "201", "202")),
-            "delete": _op(res, "delete", "deletecollection", f"delete{pre}Collection{scope}"
+            "delete": _op(res, "deletecollection", f"delete{pre}Collection{scope}"
                           f"{res.kind}", f"delete a collection of {res.kind}s", status,
                           [*_LIST, _DRY_RUN, *_DELETE],
                           {"*/*": {"schema": {"$ref": _COMPONENTS + delete_opts}}}),
         },
         f"{collection}/{{name}}": {
             "parameters": item_params,
-            "get": _op(res, "get", "get", f"read{name}", f"read the {res.kind}", kind_def),
-            "put": _op(res, "put", "put", f"replace{name}", f"replace the {res.kind}", kind_def,
+            "get": _op(res, "get", f"read{name}", f"read the {res.kind}", kind_def),
+            "put": _op(res, "put", f"replace{name}", f"replace the {res.kind}", kind_def,
                        write, {"*/*": {"schema": {"$ref": _COMPONENTS + kind_def}}},
                        ("200", "201")),
-            "patch": _op(res, "patch", "patch", f"patch{name}", f"partially update the "
+            "patch": _op(res, "patch", f"patch{name}", f"partially update the "
                          f"{res.kind}", kind_def,
                          [*write, _param("force", "query", "boolean", "for apply patches")],
                          {t: {"schema": {"$ref": _COMPONENTS + patch}} for t in _PATCH_TYPES},
                          ("200", "201")),
-            "delete": _op(res, "delete", "delete", f"delete{name}", f"delete the {res.kind}",
+            "delete": _op(res, "delete", f"delete{name}", f"delete the {res.kind}",
                           status, [_DRY_RUN, *_DELETE],
                           {"*/*": {"schema": {"$ref": _COMPONENTS + delete_opts}}},
                           ("200", "202")),
@@ -213,7 +221,7 @@ def _paths(res: Resource, kind_def: str) -> dict[str, dict]:
     }
     if res.namespaced:
         paths[f"{base}/{res.plural}"] = {"parameters": [_PRETTY], "get": _op(
-            res, "get", "list", f"list{pre}{res.kind}ForAllNamespaces",
+            res, "list", f"list{pre}{res.kind}ForAllNamespaces",
             f"list or watch {res.kind}s in every namespace", list_def, _LIST)}
     if "status" in res.subresources:
         item = paths[f"{collection}/{{name}}"]
@@ -227,7 +235,7 @@ def _paths(res: Resource, kind_def: str) -> dict[str, dict]:
                           description=f"partially update the status of the {res.kind}"),
         }
     if "log" in res.subresources:
-        log_op = _op(res, "get", "connect", f"read{name}Log", f"read the {res.kind}'s log",
+        log_op = _op(res, "get", f"read{name}Log", f"read the {res.kind}'s log",
                      kind_def, [_param(n, "query", t, d) for n, t, d in (
                          ("container", "string", "the container to read"),
                          ("follow", "boolean", "stream the log"),

@@ -3,7 +3,9 @@
 
 Two layers:
 1. the official OpenAPI schemas of Kubernetes 1.30 bundled in ``kubernetes-validate`` (strict
-   variant): unknown fields and wrong types (one cached validator per kind);
+   variant): unknown fields and wrong types (one cached validator per kind). Over HTTP, unknown
+   fields are dropped or refused before this, per ``fieldValidation`` (``fieldvalidation``);
+   here they are errors for in-process writers;
 2. semantic rules the schema cannot express, table-driven in ``_RULES``:
    - metadata.name: DNS-1123 label (namespaces, services, jobs — a Job's name becomes a label
      value) or DNS-1123 subdomain (everything else); label keys and values; annotation keys;

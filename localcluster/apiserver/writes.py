@@ -4,7 +4,6 @@ under ``fieldValidation`` (``fieldvalidation``), store it, and answer with the o
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -15,8 +14,6 @@ from localcluster.apiserver.errors import ApiError
 from localcluster.apiserver.patch import PATCH_TYPES
 from localcluster.apiserver.routing import Target
 from localcluster.apiserver.store import Store
-
-log = logging.getLogger(__name__)
 
 
 def _response(obj: Any, status: int, warnings: list[str]) -> web.Response:
