@@ -4,7 +4,7 @@ under ``fieldValidation`` (``fieldvalidation``), store it, and answer with the o
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -22,6 +22,17 @@ def _response(obj: Any, status: int, warnings: list[str]) -> web.Response:
         headers.add("Warning", fv.warning_header(text))
     return web.Response(body=json.dumps(obj, separators=(",", ":")), status=status,
                         content_type="application/json", headers=headers)
+
+
+def _stored(write: Callable[[], dict], status: int, warnings: list[str]) -> web.Response:
+    """The written object; a refused write still carries the warnings found before it (the
+    real server adds Warning headers as it records them, whatever the answer)."""
+    try:
+        return _response(write(), status, warnings)
+    except ApiError as e:
+        if not warnings:
+            raise
+        return _response(e.status(), e.code, warnings)
 
 
 async def _decoded(request: web.Request) -> Any:
@@ -45,13 +56,13 @@ def _checked(request: web.Request, t: Target, body: Any) -> tuple[Any, list[str]
 
 async def create(request: web.Request, store: Store, t: Target) -> web.Response:
     body, warnings = _checked(request, t, await _decoded(request))
-    return _response(store.create(t.res, t.namespace, body), 201, warnings)
+    return _stored(lambda: store.create(t.res, t.namespace, body), 201, warnings)
 
 
 async def replace(request: web.Request, store: Store, t: Target) -> web.Response:
     body, warnings = _checked(request, t, await _decoded(request))
-    return _response(store.replace(t.res, t.namespace, t.name, body, t.subresource), 200,
-                     warnings)
+    return _stored(lambda: store.replace(t.res, t.namespace, t.name, body, t.subresource), 200,
+                   warnings)
 
 
 async def patch(request: web.Request, store: Store, t: Target) -> web.Response:
@@ -80,6 +91,5 @@ async def patch(request: web.Request, store: Store, t: Target) -> web.Response:
         warnings.extend(found)
         return pruned
 
-    obj = store.patch(t.res, t.namespace, t.name, body, patch_type, t.subresource,
-                      decode=decode)
-    return _response(obj, 200, warnings)
+    return _stored(lambda: store.patch(t.res, t.namespace, t.name, body, patch_type,
+                                       t.subresource, decode=decode), 200, warnings)

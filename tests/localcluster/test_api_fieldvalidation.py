@@ -84,6 +84,12 @@ def test_other_schema_violations_stay_errors_in_every_mode(http, namespace, mode
     assert [c["field"] for c in r.json()["details"]["causes"]] == ["spec.backoffLimit"]
 
 
+def test_a_refused_body_still_carries_the_warnings(http, namespace):
+    r = http("POST", jobs(namespace), with_unknown(JOB, backoffLimit="many", bogus=1))
+    assert r.status_code == 422 and r.json()["reason"] == "Invalid"
+    assert warnings(r) == ['299 - "unknown field \\"spec.bogus\\""']
+
+
 def test_an_unknown_field_validation_value_is_refused(http, namespace):
     r = http("POST", jobs(namespace), JOB, fieldValidation="strict")
     assert r.status_code == 422
