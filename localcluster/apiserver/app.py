@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from localcluster.apiserver import discovery, routing, tables, watching
 from localcluster.apiserver.errors import ApiError, bad_request
@@ -43,8 +44,15 @@ class ApiSettings:
 
 
 def status_response(err: ApiError) -> web.Response:
-    headers = {"Retry-After": "1"} if err.code == 429 else None
+    headers = CIMultiDict({"Retry-After": "1"} if err.code == 429 else {})
+    for text in getattr(err, "warnings", None) or ():  # admission warns on refused writes too
+        headers.add("Warning", warning_header(text))
     return web.json_response(err.status(), status=err.code, headers=headers)
+
+
+def warning_header(text: str) -> str:
+    """A Warning header as the API server writes it: code 299, no agent, quoted text."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _verb(request: web.Request, target: routing.Target | None) -> str:
@@ -109,9 +117,23 @@ async def _body(request: web.Request) -> Any:
         raise bad_request(f"the request body is not valid JSON: {e}") from e
 
 
-def _json(obj: Any, status: int = 200) -> web.Response:
+def _json(obj: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    headers = CIMultiDict()
+    for text in warnings or ():
+        headers.add("Warning", warning_header(text))
     return web.Response(body=json.dumps(obj, separators=(",", ":")), status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
+
+
+def _write(fn: Callable[[list[str]], dict], status: int = 200) -> web.Response:
+    """Run a store write, answering admission's warnings as Warning headers (on errors too)."""
+    warnings: list[str] = []
+    try:
+        obj = fn(warnings)
+    except ApiError as e:
+        e.warnings = warnings
+        raise
+    return _json(obj, status, warnings)
 
 
 # ------------------------------------------------------------------------ discovery routes
@@ -179,7 +201,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
             if t.res.namespaced and t.namespace is None:
                 raise ApiError(405, "MethodNotAllowed", "create needs a namespace in the path")
             body = await _body(request)
-            return _json(store.create(t.res, t.namespace, body), 201)
+            return _write(lambda w: store.create(t.res, t.namespace, body, warnings=w), 201)
         if m == "DELETE":
             return await _delete_collection(request, t)
         raise ApiError(405, "MethodNotAllowed", f"{m} is not allowed on a collection")
@@ -193,7 +215,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
         return _json(obj)
     if m == "PUT":
         body = await _body(request)
-        return _json(store.replace(t.res, t.namespace, t.name, body, t.subresource))
+        return _write(lambda w: store.replace(t.res, t.namespace, t.name, body, t.subresource,
+                                              warnings=w))
     if m == "PATCH":
         ctype = request.content_type
         patch_type = PATCH_TYPES.get(ctype)
@@ -202,7 +225,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
                            f"the body of the request was in an unknown format - accepted media "
                            f"types include: {', '.join(PATCH_TYPES)}")
         body = await _body(request)
-        return _json(store.patch(t.res, t.namespace, t.name, body, patch_type, t.subresource))
+        return _write(lambda w: store.patch(t.res, t.namespace, t.name, body, patch_type,
+                                            t.subresource, warnings=w))
     if m == "DELETE":
         if t.subresource:
             raise ApiError(405, "MethodNotAllowed", "delete is not allowed on a subresource")
