@@ -223,3 +223,19 @@ def test_the_deadline_still_applies_to_a_job_without_pods(apis):
     cond = wait_until(failed, timeout=10, what="DeadlineExceeded")[0]
     assert cond.reason == "DeadlineExceeded"
     assert _job_pods(core, ns, "run-3") == []
+
+
+def test_a_new_enforce_level_warns_about_existing_pods(apis):
+    core = apis[0]
+    ns = _ns(core)
+    for name in ("b", "a"):
+        core.create_namespaced_pod(ns, _pod(name, args=["sleep 30"]))
+    _, code, headers = core.patch_namespace_with_http_info(ns, {"metadata": {"labels": {ENFORCE: "baseline"}}})
+    assert code == 200 and _warnings(headers) == []  # they meet baseline
+    _, _, headers = core.patch_namespace_with_http_info(ns, {"metadata": {"labels": {ENFORCE: "restricted"}}})
+    assert _warnings(headers) == [
+        f'299 - "existing pods in namespace \\"{ns}\\" violate the new PodSecurity enforce level '
+        '\\"restricted:latest\\""',
+        '299 - "a (and 1 other pods): allowPrivilegeEscalation != false, unrestricted capabilities, '
+        'runAsNonRoot != true, seccompProfile"']
+    assert {p.metadata.name for p in core.list_namespaced_pod(ns).items} == {"a", "b"}  # not evicted

@@ -72,6 +72,7 @@ class Admission:
                         warnings: list[str] | None) -> None:
         if res == NAMESPACES:
             self._namespace_labels(obj)
+            self._existing_pods(obj, old, warnings)
         elif res in WORKLOADS and podsecurity.pod_template(obj) != podsecurity.pod_template(old):
             self._workload_security(res, obj, warnings)
 
@@ -79,6 +80,27 @@ class Admission:
         causes = podsecurity.label_causes(ns["metadata"].get("labels"))
         if causes:
             raise invalid(NAMESPACES, ns["metadata"].get("name", ""), causes)
+
+    def _existing_pods(self, ns: dict, old: dict, warnings: list[str] | None) -> None:
+        """A new enforce level warns about the namespace's pods that break it (they keep running),
+        one line per distinct reason, as the real plugin does."""
+        new = podsecurity.namespace_policy(ns["metadata"].get("labels")).enforce
+        if warnings is None or new.level == "privileged" or \
+                new == podsecurity.namespace_policy(old["metadata"].get("labels")).enforce:
+            return
+        name = ns["metadata"]["name"]
+        by_reason: dict[str, list[str]] = {}
+        for pod in self.store.list(PODS, name)[0]:
+            found = podsecurity.evaluate(new, pod["metadata"], pod.get("spec"))
+            if found:
+                by_reason.setdefault(", ".join(v.reason for v in found), []).append(pod["metadata"]["name"])
+        if not by_reason:
+            return
+        warnings.append(f'existing pods in namespace "{name}" violate the new PodSecurity enforce '
+                        f'level "{new}"')
+        for reason, pods in by_reason.items():
+            others = f" (and {len(pods) - 1} other pods)" if len(pods) > 1 else ""
+            warnings.append(f"{min(pods)}{others}: {reason}")
 
     def _policy(self, namespace: str | None) -> podsecurity.Policy:
         ns = self.store.try_get(NAMESPACES, None, namespace or "default") or {}
