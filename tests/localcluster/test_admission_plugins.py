@@ -248,3 +248,15 @@ def test_quota_refusal_in_the_store_uses_live_usage():
         'pods "b" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1')
     store.mutate(PODS, "default", "a", lambda o: o["status"].update(phase="Failed"))
     store.create(PODS, "default", {"metadata": {"name": "b"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
+
+
+def test_malformed_quantities_cannot_be_stored():
+    store = Store()
+    with pytest.raises(ApiError) as e:
+        store.create(RESOURCEQUOTAS, "default", {"metadata": {"name": "q"}, "spec": {"hard": {"cpu": "lots"}}})
+    assert e.value.code == 400 and e.value.message.startswith(
+        'ResourceQuota in version "v1" cannot be handled as a ResourceQuota: quantities must match')
+    with pytest.raises(ApiError) as e:
+        store.create(PODS, "default", {"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "resources": {"limits": {"memory": "1 Gi"}}}]}})
+    assert e.value.code == 400 and e.value.message.startswith('Pod in version "v1" cannot be handled as a Pod')

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 
 from localcluster.apiserver.admission import podsecurity, quota, runtimeclass
-from localcluster.apiserver.errors import ApiError, invalid
+from localcluster.apiserver.admission.quantity import Quantity, QuantityError
+from localcluster.apiserver.errors import ApiError, bad_request, invalid
 from localcluster.apiserver.resources import (DEPLOYMENTS, JOBS, NAMESPACES, PODS,
                                               RESOURCEQUOTAS, RUNTIMECLASSES, Resource)
 
@@ -30,6 +31,32 @@ def forbidden(res: Resource, name: str, why: str) -> ApiError:
     if res.group:
         details["group"] = res.group
     return ApiError(403, "Forbidden", f'{res} "{name}" is forbidden: {why}', details)
+
+
+def _quantity_maps(res: Resource, obj: dict):
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if res == RESOURCEQUOTAS:
+        yield spec.get("hard")
+    elif res == PODS:
+        yield spec.get("overhead")
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            res_ = c.get("resources") if isinstance(c, dict) else None
+            if isinstance(res_, dict):
+                yield res_.get("requests")
+                yield res_.get("limits")
+
+
+def check_quantities(res: Resource, obj: dict) -> None:
+    """The real server cannot even decode an object with a malformed quantity (400); quota
+    and overhead arithmetic rely on that."""
+    for values in _quantity_maps(res, obj):
+        for v in (values or {}).values() if isinstance(values, dict) else ():
+            try:
+                Quantity.parse(v)
+            except QuantityError as e:
+                raise bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a '
+                                  f"{res.kind}: quantities must match the regular expression "
+                                  f"'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'") from e
 
 
 def _would_violate(lv: podsecurity.LevelVersion, violations) -> str:
@@ -47,6 +74,7 @@ class Admission:
     def mutate(self, res: Resource, obj: dict, display_name: str) -> None:
         """display_name: the name admission messages show; for generateName, as on a real
         server, the prefix (mutating admission runs before the name is generated)."""
+        check_quantities(res, obj)
         if res != PODS:
             return
         spec = obj.get("spec")
@@ -70,6 +98,7 @@ class Admission:
 
     def validate_update(self, res: Resource, obj: dict, old: dict,
                         warnings: list[str] | None) -> None:
+        check_quantities(res, obj)
         if res == NAMESPACES:
             self._namespace_labels(obj)
             self._existing_pods(obj, old, warnings)
