@@ -49,6 +49,7 @@ class ServeSettings:
     runtime: str = "process"  # process | docker
     insecure_http: bool = False  # debugging only: kubectl refuses tokens over plain http
     host_root: Path | None = None  # the node's filesystem for hostPath volumes (None: /)
+    job_api_backoff: float = 1.0  # first delay before the Job controller retries a refused pod
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host-root", type=Path, default=None, metavar="DIR",
                    help="hostPath volumes: /x is DIR/x, the filesystem of the cluster node "
                         "(as in a k3d node container); default: this machine's paths")
+    s.add_argument("--job-api-backoff", type=float, default=1.0, metavar="SECONDS",
+                   help="first delay before the Job controller retries a pod the API refused "
+                        "(doubling up to 60s, as a real cluster; tests make it short)")
     s.add_argument("--log-level", default="INFO")
     sub.add_parser("cleanup-network",
                    help="remove pod networks left by local clusters that were killed")
@@ -215,6 +219,8 @@ def _start_controllers(store, settings: ServeSettings, network,
     from localcluster.kubelet.kubelet import KubeletConfig
     config = kwargs.setdefault("kubelet_config", KubeletConfig())
     config.incluster, config.host_root = access, settings.host_root
+    from localcluster.controllers.jobs import JobControllerConfig
+    kwargs["job_config"] = JobControllerConfig(create_backoff_initial=settings.job_api_backoff)
     return asyncio.ensure_future(controllers.run_controllers(
         store, state_dir=settings.state_dir, image_files=list(settings.images), **kwargs))
 
@@ -250,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                              images=[p.resolve() for p in args.images], history=args.history,
                              bookmark_interval=args.bookmark_interval, network=network,
                              insecure_http=args.insecure_http, runtime=args.runtime,
-                             host_root=args.host_root.resolve() if args.host_root else None)
+                             host_root=args.host_root.resolve() if args.host_root else None,
+                             job_api_backoff=args.job_api_backoff)
     try:
         return asyncio.run(_serve(settings))
     except (NetworkError, TlsError) as e:

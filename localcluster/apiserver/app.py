@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from localcluster.apiserver import discovery, openapi, routing, tables, watching, writes
 from localcluster.apiserver.errors import ApiError, bad_request
@@ -42,7 +43,7 @@ class ApiSettings:
 
 
 def status_response(err: ApiError) -> web.Response:
-    headers = {"Retry-After": "1"} if err.code == 429 else None
+    headers = CIMultiDict({"Retry-After": "1"} if err.code == 429 else {})
     return web.json_response(err.status(), status=err.code, headers=headers)
 
 

@@ -80,10 +80,25 @@ def _qos_class(spec: dict) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
+def _requests_from_limits(spec: dict) -> None:
+    """SetDefaults_Pod: a limit without a request is also the request (pods only, not
+    templates); quota counts requests, e.g. of nvidia.com/gpu, which may be given as a limit."""
+    for field in ("containers", "initContainers"):
+        for c in spec.get(field) or []:
+            res = c.get("resources") if isinstance(c, dict) else None
+            if isinstance(res, dict) and isinstance(res.get("limits"), dict) and res["limits"]:
+                requests = res.setdefault("requests", {})
+                if isinstance(requests, dict):
+                    for k, v in res["limits"].items():
+                        requests.setdefault(k, v)
+
+
 def _pod(obj: dict, creating: bool, old: dict | None) -> None:
     spec = obj.setdefault("spec", {})
     if isinstance(spec, dict):
         default_pod_spec(spec, bare_pod=True)
+        if creating:
+            _requests_from_limits(spec)
     if creating:
         status = obj.setdefault("status", {})
         status.setdefault("phase", "Pending")

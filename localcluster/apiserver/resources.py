@@ -74,9 +74,15 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, ("status
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True)
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True)
 
+# --- admission (localcluster.apiserver.admission): quotas and runtime classes
+RESOURCEQUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota", True, ("status",), (),
+                          ("quota",))
+RUNTIMECLASSES = Resource("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", False)
+ADMISSION_RESOURCES = (RESOURCEQUOTAS, RUNTIMECLASSES)
+
 ALL: tuple[Resource, ...] = (NAMESPACES, PODS, SERVICES, SECRETS, CONFIGMAPS, EVENTS,
                              SERVICEACCOUNTS, JOBS, NETWORKPOLICIES, DEPLOYMENTS, ROLES,
-                             ROLEBINDINGS)
+                             ROLEBINDINGS) + ADMISSION_RESOURCES
 
 _BY_KEY = {(r.group, r.version, r.plural): r for r in ALL}
 

@@ -14,20 +14,22 @@ from collections import deque
 from typing import Any, Callable, Iterable
 
 from localcluster.apiserver import defaults, incluster, validation
+from localcluster.apiserver.admission import Admission
 from localcluster.apiserver.deletion import FOREGROUND, DeletionMixin
 from localcluster.apiserver.errors import (ApiError, Gone, already_exists, bad_request, conflict,
                                  forbidden, invalid, not_found)
 from localcluster.apiserver.patch import apply_patch
 from localcluster.apiserver.resources import (ALL, CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, NAMESPACES,
-                                    NETWORKPOLICIES, PODS, ROLEBINDINGS, ROLES, SECRETS,
-                                    SERVICEACCOUNTS, SERVICES, Resource)
+                                    NETWORKPOLICIES, PODS, RESOURCEQUOTAS, ROLEBINDINGS, ROLES,
+                                    RUNTIMECLASSES, SECRETS, SERVICEACCOUNTS, SERVICES, Resource)
 from localcluster.apiserver.selectors import make_filter
 from localcluster.apiserver.timestamps import now_rfc3339
 from localcluster.apiserver.watch import Watch
 
 __all__ = ["Store", "Resource", "ApiError", "Gone", "Watch", "ALL", "NAMESPACES", "PODS",
            "SERVICES", "SECRETS", "CONFIGMAPS", "EVENTS", "JOBS", "NETWORKPOLICIES",
-           "DEPLOYMENTS", "SERVICEACCOUNTS", "ROLES", "ROLEBINDINGS", "now_rfc3339"]
+           "DEPLOYMENTS", "SERVICEACCOUNTS", "ROLES", "ROLEBINDINGS", "RESOURCEQUOTAS",
+           "RUNTIMECLASSES", "now_rfc3339"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class Store(DeletionMixin):
         self._by_uid: dict[str, tuple[Resource, Key]] = {}
         self._dependents: dict[str, set[tuple[Resource, Key]]] = {}
         self._admission = admission
+        self._chain = Admission(self)
         self._rand = random.Random(seed)
         for ns in namespaces:
             self.create(NAMESPACES, None, {"metadata": {"name": ns}})
@@ -108,7 +111,9 @@ class Store(DeletionMixin):
         return ref[0], _clone(self._objects[ref[0]][ref[1]])
 
     # ---------------------------------------------------------------- writes
-    def create(self, res: Resource, namespace: str | None, obj: dict) -> dict:
+    def create(self, res: Resource, namespace: str | None, obj: dict,
+               warnings: list[str] | None = None) -> dict:
+        """warnings: admission's warnings (the Warning headers of the answer) are added here."""
         obj = _clone(obj)
         if not isinstance(obj, dict):
             raise bad_request("the object must be a JSON object")
@@ -116,6 +121,7 @@ class Store(DeletionMixin):
         if not isinstance(meta, dict):
             raise bad_request("metadata must be an object")
         ns = self._check_namespace(res, namespace, meta)
+        shown_name = str(meta.get("name") or meta.get("generateName") or "")
         if not meta.get("name"):
             gen = meta.get("generateName")
             if not gen:
@@ -143,14 +149,16 @@ class Store(DeletionMixin):
             if res == PODS:  # the ServiceAccount admission plugin (needs the account)
                 incluster.admit_pod(obj, self.try_get(SERVICEACCOUNTS, ns, (
                     obj.get("spec") or {}).get("serviceAccountName") or "default"))
+            self._chain.mutate(res, obj, shown_name)
             validation.validate(res, obj)
+            self._chain.validate_create(res, obj, warnings)
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         self._write(res, obj, None, "ADDED")
         return _clone(obj)
 
     def replace(self, res: Resource, namespace: str | None, name: str, obj: dict,
-                subresource: str | None = None) -> dict:
+                subresource: str | None = None, warnings: list[str] | None = None) -> dict:
         old = self._require(res, namespace, name)
         obj = _clone(obj)
         if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
@@ -166,13 +174,13 @@ class Store(DeletionMixin):
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise conflict(res, name, "the object has been modified; please apply your changes "
                                       "to the latest version and try again")
-        return self._update(res, old, obj, subresource, admit=True)
+        return self._update(res, old, obj, subresource, admit=True, warnings=warnings)
 
     def patch(self, res: Resource, namespace: str | None, name: str, patch: Any, patch_type: str,
-              subresource: str | None = None,
-              decode: Callable[[dict], dict] | None = None) -> dict:
+              subresource: str | None = None, decode: Callable[[dict], dict] | None = None,
+              warnings: list[str] | None = None) -> dict:
         """decode: what the API server's decoder makes of the patched object (drops unknown
-        fields, or refuses them: localcluster.apiserver.writes)."""
+        fields, or refuses them: localcluster.apiserver.writes); warnings: admission's."""
         old = self._require(res, namespace, name)
         new = apply_patch(old, patch, patch_type)
         if decode is not None:
@@ -185,7 +193,7 @@ class Store(DeletionMixin):
         if meta.get("resourceVersion") != old["metadata"]["resourceVersion"]:
             raise conflict(res, name, "the object has been modified; please apply your changes "
                                       "to the latest version and try again")
-        return self._update(res, old, new, subresource, admit=True)
+        return self._update(res, old, new, subresource, admit=True, warnings=warnings)
 
     def mutate(self, res: Resource, namespace: str | None, name: str,
                fn: Callable[[dict], Any]) -> dict:
@@ -335,7 +343,7 @@ class Store(DeletionMixin):
         return ns
 
     def _update(self, res: Resource, old: dict, new: dict, subresource: str | None,
-                admit: bool) -> dict:
+                admit: bool, warnings: list[str] | None = None) -> dict:
         """subresource None: spec/metadata update (status kept for types with a status
         subresource); "status": only .status; "*": everything (controllers)."""
         if subresource == "status":
@@ -365,6 +373,8 @@ class Store(DeletionMixin):
         if admit and self._admission:
             defaults.apply_defaults(res, new, creating=False, old=old)
             validation.validate(res, new, old)
+            if subresource is None:
+                self._chain.validate_update(res, new, old, warnings)
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
             return _clone(old)

@@ -56,12 +56,13 @@ def _checked(request: web.Request, t: Target, body: Any) -> tuple[Any, list[str]
 
 async def create(request: web.Request, store: Store, t: Target) -> web.Response:
     body, warnings = _checked(request, t, await _decoded(request))
-    return _stored(lambda: store.create(t.res, t.namespace, body), 201, warnings)
+    return _stored(lambda: store.create(t.res, t.namespace, body, warnings=warnings), 201, warnings)
 
 
 async def replace(request: web.Request, store: Store, t: Target) -> web.Response:
     body, warnings = _checked(request, t, await _decoded(request))
-    return _stored(lambda: store.replace(t.res, t.namespace, t.name, body, t.subresource), 200,
+    return _stored(lambda: store.replace(t.res, t.namespace, t.name, body, t.subresource,
+                                         warnings=warnings), 200,
                    warnings)
 
 
@@ -92,4 +93,5 @@ async def patch(request: web.Request, store: Store, t: Target) -> web.Response:
         return pruned
 
     return _stored(lambda: store.patch(t.res, t.namespace, t.name, body, patch_type,
-                                       t.subresource, decode=decode), 200, warnings)
+                                       t.subresource, decode=decode,
+                                       warnings=warnings), 200, warnings)

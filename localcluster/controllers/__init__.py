@@ -1,6 +1,6 @@
 """All controllers of the local cluster, run in the API server's event loop.
 
-`run_controllers` starts the Job, TTL and Deployment controllers and the kubelet (with the process
+`run_controllers` starts the Job, TTL, Deployment and ResourceQuota controllers and the kubelet (with the process
 runtime) and runs until cancelled; on cancel every pod process gets SIGTERM, then SIGKILL.
 """
 from __future__ import annotations
@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from localcluster.controllers.deployments import DeploymentController
-from localcluster.controllers.jobs import JobController
+from localcluster.controllers.jobs import JobController, JobControllerConfig
+from localcluster.controllers.quota import QuotaController
 from localcluster.kubelet.kubelet import Kubelet, KubeletConfig
 from localcluster.runtime.registry import DEFAULT_IMAGES_FILE, Registry
 from localcluster.runtime.process import ProcessRuntime
@@ -19,20 +20,22 @@ log = logging.getLogger(__name__)
 
 
 async def run_controllers(store, state_dir: Path, image_files: list[Path],
-                          kubelet_config: KubeletConfig | None = None) -> None:
+                          kubelet_config: KubeletConfig | None = None,
+                          job_config: JobControllerConfig | None = None) -> None:
     """image_files: extra registry files, on top of localcluster/images.yaml."""
     registry = Registry.load([DEFAULT_IMAGES_FILE, *image_files])
     runtime = ProcessRuntime(Path(state_dir))
     kubelet = Kubelet(store, Path(state_dir), registry, runtime, kubelet_config)
-    jobs = JobController(store)
+    jobs = JobController(store, job_config)
     kubelet.start()
     jobs_task = asyncio.ensure_future(jobs.run())
     deployments_task = asyncio.ensure_future(DeploymentController(store).run())
+    quota_task = asyncio.ensure_future(QuotaController(store).run())
     log.info("controllers running (images: %s)", ", ".join(registry.names()))
     try:
         await asyncio.Future()  # until cancelled
     finally:
-        jobs_task.cancel()
-        deployments_task.cancel()
-        await asyncio.gather(jobs_task, deployments_task, return_exceptions=True)
+        for task in (jobs_task, deployments_task, quota_task):
+            task.cancel()
+        await asyncio.gather(jobs_task, deployments_task, quota_task, return_exceptions=True)
         await kubelet.close()

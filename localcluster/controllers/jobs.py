@@ -10,6 +10,11 @@ with reason BackoffLimitExceeded or DeadlineExceeded (``activeDeadlineSeconds`` 
 ``status.startTime``), deleting its still-active pods. Non-indexed completions/parallelism are
 supported simply; ``suspend: true`` only holds pod creation back.
 
+A pod the API server refuses (admission: Pod Security, quota, RuntimeClass) is a ``FailedCreate``
+Warning event on the Job ("Error creating: <the API's message>") and is tried again after the
+real controller's API back-off (its rate-limited requeue: 1s, 2s, 4s… capped at 60s, reset once
+a pod is created); the Job stays active, with no pod, and its deadline still runs.
+
 TTL controller: deletes a finished Job (Background propagation) ``ttlSecondsAfterFinished`` after
 its completionTime / Failed condition.
 """
@@ -33,8 +38,11 @@ DEFAULT_BACKOFF_LIMIT = 6
 
 @dataclass
 class JobControllerConfig:
-    backoff_initial: float = 1.0
+    backoff_initial: float = 1.0  # after a failed pod
     backoff_max: float = 10.0
+    # after a refused pod creation (the real DefaultJobApiBackOff / MaxJobApiBackOff)
+    create_backoff_initial: float = 1.0
+    create_backoff_max: float = 60.0
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -96,6 +104,8 @@ class JobController(Reconciler):
         # per job uid: pod uid -> "s"|"f" (counted finishes survive pod deletion)
         self._counted: dict[str, dict[str, str]] = {}
         self._last_failure: dict[str, float] = {}  # job uid -> monotonic time of last failure
+        # job uid -> (refused creations in a row, monotonic time before which not to try again)
+        self._create_backoff: dict[str, tuple[int, float]] = {}
 
     def start(self) -> None:
         self.store.subscribe(self._on_event)
@@ -114,6 +124,7 @@ class JobController(Reconciler):
             if etype == "DELETED":
                 self._counted.pop(meta["uid"], None)
                 self._last_failure.pop(meta["uid"], None)
+                self._create_backoff.pop(meta["uid"], None)
             self._enqueue((meta["namespace"], meta["name"]))
         elif res == PODS:
             owner = _controller_uid(obj)
@@ -224,14 +235,21 @@ class JobController(Reconciler):
                     backoff = min(self.config.backoff_max,
                                   self.config.backoff_initial * 2 ** (failed - 1))
                     delay = self._last_failure[uid] + backoff - time.monotonic()
+                refused, retry_at = self._create_backoff.get(uid, (0, 0.0))
                 if delay > 0:
                     self._after(delay, (ns, name), "backoff")
+                elif retry_at > time.monotonic():  # our own status writes must not retry sooner
+                    self._after(retry_at - time.monotonic(), (ns, name), "retry")
                 else:
                     for _ in range(missing):
                         pod = self._create_pod(job)
                         if pod is None:
-                            self._after(self.config.backoff_initial, (ns, name), "retry")
+                            wait = min(self.config.create_backoff_max,
+                                       self.config.create_backoff_initial * 2 ** refused)
+                            self._create_backoff[uid] = (refused + 1, time.monotonic() + wait)
+                            self._after(wait, (ns, name), "retry")
                             break
+                        self._create_backoff.pop(uid, None)
                         active.append(pod)
             if deadline is not None and start is not None:
                 left = (start + dt.timedelta(seconds=int(deadline)) - now).total_seconds()

@@ -1,4 +1,8 @@
-"""core/v1 Events as the kubelet and scheduler record them (repeats counted, as a recorder does)."""
+"""core/v1 Events as the kubelet and the controllers record them, correlated as client-go's
+recorder does: a repeat (same object, type, reason and message) counts up the existing event;
+from the 10th distinct message of the same object, type and reason within 10 minutes on, they
+are combined into one event, "(combined from similar events): <latest message>", that counts up
+(a Job's FailedCreate names a new pod each time, so only this keeps them from piling up)."""
 from __future__ import annotations
 
 import logging
@@ -10,24 +14,35 @@ from localcluster.apiserver.resources import EVENTS
 
 log = logging.getLogger(__name__)
 
+# client-go's EventAggregator defaults
+AGGREGATE_MAX_EVENTS = 10
+AGGREGATE_INTERVAL = 600.0
+COMBINED_PREFIX = "(combined from similar events): "
+
 
 class EventRecorder:
     def __init__(self, store, node_name: str) -> None:
         self.store = store
         self.node_name = node_name
         self._seen: dict[tuple, str] = {}  # (uid, fieldPath, type, reason, message) -> event name
+        # (uid, fieldPath, type, reason) -> (start of the interval, distinct messages in it)
+        self._similar: dict[tuple, tuple[float, set[str]]] = {}
 
     def record(self, obj: dict, etype: str, reason: str, message: str,
                field_path: str | None = None, component: str = "kubelet") -> None:
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
         key = (meta.get("uid"), field_path, etype, reason, message)
+        if self._combine(key):
+            message = COMBINED_PREFIX + message
+            key = (*key[:4], COMBINED_PREFIX)
         now = rfc3339()
         name = self._seen.get(key)
         if name is not None:
             def bump(ev: dict) -> None:
                 ev["count"] = int(ev.get("count") or 1) + 1
                 ev["lastTimestamp"] = now
+                ev["message"] = message
             try:
                 self.store.mutate(EVENTS, ns, name, bump)
                 return
@@ -57,3 +72,16 @@ class EventRecorder:
         self._seen[key] = created["metadata"]["name"]
         if len(self._seen) > 10000:  # forget old keys; a repeat then makes a new event
             self._seen.pop(next(iter(self._seen)))
+
+    def _combine(self, key: tuple) -> bool:
+        """Whether this event is one of too many similar ones (client-go's aggregator)."""
+        similar, message = key[:4], key[4]
+        now = time.monotonic()
+        start, messages = self._similar.get(similar, (now, set()))
+        if now - start > AGGREGATE_INTERVAL:
+            start, messages = now, set()
+        messages.add(message)
+        self._similar[similar] = (start, messages)
+        if len(self._similar) > 10000:
+            self._similar.pop(next(iter(self._similar)))
+        return len(messages) >= AGGREGATE_MAX_EVENTS
