@@ -1,6 +1,6 @@
 """Command line: ``python -m localcluster serve --state-dir DIR [--port 0] [--images FILE ...]
 [--history N] [--pod-network host|isolated|auto] [--pod-cidr CIDR] [--egress-allow HOST:PORT ...]
-[--runtime process|docker]``,
+[--runtime process|docker] [--cpu N] [--memory Q] [--pods N] [--gpus N]``,
 ``python -m localcluster cleanup-network`` (removes what killed clusters left of their pod
 networks) and ``python -m localcluster demo ...`` (see localcluster.stack).
 
@@ -14,6 +14,10 @@ The container runtime is ``process`` (pods as local processes, the default) or `
 Docker containers from locally built images, `localcluster.runtime.docker`, with the pod network
 of `localcluster.network.docker_net`; ``--pod-network`` does not apply then). ``--runtime`` defaults to
 the environment variable ``LOCALCLUSTER_RUNTIME``, else ``process``.
+
+``--cpu``, ``--memory``, ``--pods``, ``--ephemeral-storage`` and ``--gpus`` set the Node's capacity
+and allocatable (what the scheduler fits pods into); ``nvidia.com/gpu`` is offered only with
+``--gpus`` > 0, as a real node has it only with the device plugin.
 """
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ class ServeSettings:
     runtime: str = "process"  # process | docker
     insecure_http: bool = False  # debugging only: kubectl refuses tokens over plain http
     host_root: Path | None = None  # the node's filesystem for hostPath volumes (None: /)
+    # the Node's allocatable (None: KubeletConfig's default)
+    allocatable: dict[str, str] | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,11 +91,46 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host-root", type=Path, default=None, metavar="DIR",
                    help="hostPath volumes: /x is DIR/x, the filesystem of the cluster node "
                         "(as in a k3d node container); default: this machine's paths")
+    node = s.add_argument_group("the node's resources (capacity = allocatable)")
+    node.add_argument("--cpu", type=_quantity, default="64", help="cpus (default 64)")
+    node.add_argument("--memory", type=_quantity, default="256Gi", help="memory (default 256Gi)")
+    node.add_argument("--pods", type=_count, default=250, help="pods (default 250)")
+    node.add_argument("--ephemeral-storage", type=_quantity, default="1Ti",
+                      help="ephemeral-storage (default 1Ti)")
+    node.add_argument("--gpus", type=_count, default=0,
+                      help="nvidia.com/gpu (default 0: the node has none)")
     s.add_argument("--log-level", default="INFO")
     sub.add_parser("cleanup-network",
                    help="remove pod networks left by local clusters that were killed")
     sub.add_parser("demo", help="run the whole demo stack", add_help=False)
     return p
+
+
+def _quantity(text: str) -> str:
+    from localcluster.kubelet.spec import parse_quantity
+    try:
+        if parse_quantity(text) < 0:
+            raise ValueError(f"negative quantity {text!r}")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
+def node_allocatable(cpu: str, memory: str, pods: int, storage: str, gpus: int) -> dict[str, str]:
+    out = {"cpu": cpu, "memory": memory, "pods": str(pods), "ephemeral-storage": storage}
+    if gpus > 0:
+        out["nvidia.com/gpu"] = str(gpus)
+    return out
 
 
 async def _serve(settings: ServeSettings) -> int:
@@ -215,6 +256,8 @@ def _start_controllers(store, settings: ServeSettings, network,
     from localcluster.kubelet.kubelet import KubeletConfig
     config = kwargs.setdefault("kubelet_config", KubeletConfig())
     config.incluster, config.host_root = access, settings.host_root
+    if settings.allocatable is not None:
+        config.allocatable = dict(settings.allocatable)
     return asyncio.ensure_future(controllers.run_controllers(
         store, state_dir=settings.state_dir, image_files=list(settings.images), **kwargs))
 
@@ -250,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                              images=[p.resolve() for p in args.images], history=args.history,
                              bookmark_interval=args.bookmark_interval, network=network,
                              insecure_http=args.insecure_http, runtime=args.runtime,
-                             host_root=args.host_root.resolve() if args.host_root else None)
+                             host_root=args.host_root.resolve() if args.host_root else None,
+                             allocatable=node_allocatable(args.cpu, args.memory, args.pods,
+                                                          args.ephemeral_storage, args.gpus))
     try:
         return asyncio.run(_serve(settings))
     except (NetworkError, TlsError) as e:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from localcluster.apiserver import discovery, routing, tables, watching
+from localcluster.apiserver import binding, discovery, routing, tables, watching
 from localcluster.apiserver.errors import ApiError, bad_request
 from localcluster.apiserver.faults import REASONS, FaultConfigError, Faults
 from localcluster.apiserver.metrics import Metrics
@@ -183,6 +183,11 @@ async def resource(request: web.Request) -> web.StreamResponse:
         if m == "DELETE":
             return await _delete_collection(request, t)
         raise ApiError(405, "MethodNotAllowed", f"{m} is not allowed on a collection")
+    if t.subresource == "binding":  # create-only, as the real pods/binding
+        if m != "POST":
+            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on "
+                                                    f"the requested resource ({m})")
+        return _json(binding.bind(store, t.namespace, t.name, await _body(request)), 201)
     if m == "GET":
         if t.subresource == "log":
             return await _pod_log(request, t)
