@@ -134,3 +134,23 @@ def test_template_change_rolls_out_and_delete_removes_pods(cluster):
     wait_until(lambda: not kubectl(cluster, "-n", "v6-server", "get", "pods", "-l",
                                    "app=v6-server", "-o", "name").stdout.strip(),
                timeout=30, what="the server's pods to go")
+
+
+def test_get_nodes_prints_the_kubelets_node_as_a_real_server(cluster):
+    out = kubectl(cluster, "get", "nodes").stdout.splitlines()
+    assert out[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    name, status, roles, _age, version = out[1].split()
+    assert (name, status, roles) == ("localcluster", "Ready", "<none>")
+    assert version.startswith("v1.30.")
+    wide = kubectl(cluster, "get", "nodes", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:7] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP",
+                                   "EXTERNAL-IP"]
+    assert wide[1].split()[5] == "127.0.0.1"
+    kubectl(cluster, "cordon", "localcluster")
+    try:
+        assert kubectl(cluster, "get", "node", "localcluster").stdout.splitlines()[1].split()[1] \
+            == "Ready,SchedulingDisabled"
+    finally:
+        kubectl(cluster, "uncordon", "localcluster")
+    described = kubectl(cluster, "describe", "node", "localcluster").stdout
+    assert "KubeletReady" in described and "Allocatable:" in described
