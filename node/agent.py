@@ -387,6 +387,10 @@ class Agent:
             return
         for pod in run.pods.values():  # the live channel follows pods once they run
             self.live.pod_event(run.run_id, "MODIFIED", pod)
+        self._decide(run)
+
+    def _decide(self, run: Run) -> None:
+        """Finish the run or report its status, from what the node knows of it now."""
         if run.job is None and not run.job_deleted:
             return  # created, not yet seen
         if run.pods or run.job is None:
@@ -459,8 +463,8 @@ class Agent:
         """Runs waiting for a reason with a time limit (an unschedulable pod's grace): evaluated
         again on the timer, as nothing in the cluster may change to wake them."""
         for run in list(self.runs.values()):
-            if run.reason in WAITING_REASONS:
-                self._evaluate(run)
+            if run.reason in WAITING_REASONS and run.run_id in self.runs:
+                self._decide(run)
 
     # -- endings -----------------------------------------------------------------------------------
     def _set_status(self, run: Run, status: TaskStatus, detail: str, reason: str = "") -> None:

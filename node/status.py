@@ -1,7 +1,7 @@
 """A run's vantage6 status from its Job, its pods and (optionally) their events: pure, table-driven.
 
 Inputs are raw Kubernetes JSON objects (camelCase) as the API returns them. The first rule of
-``_RULES`` that matches decides; the per-reason outcomes are the tables below.
+``_RULES`` that matches decides; the per-reason outcomes are the tables of `node.status_tables`.
 
 Choices:
 - Image pull errors, container config/start errors and volume mount failures are final at once
@@ -32,6 +32,9 @@ from typing import Any, Callable, Iterable
 from node.companion import SERVICE_NAME, ended_detail, read_annotation
 from node.manifests import CONTAINER_NAME
 from node.models import TaskStatus
+from node.status_tables import (FATAL_EVENT_REASONS, FATAL_WAITING_REASONS, FINAL_JOB_CONDITIONS,  # noqa: F401
+                                 JOB_EVENT_REASONS, JOB_FAILURE_REASONS, POD_FAILURE_REASONS,
+                                 TERMINATED_REASONS, WAITING_REASONS)
 
 S = TaskStatus
 
@@ -42,60 +45,6 @@ class RunState:
     terminal: bool
     detail: str = ""
     reason: str = ""      # the Kubernetes reason behind the status, when there is one
-
-
-# --- tables ----------------------------------------------------------------------------------
-
-# A container waiting for one of these reasons will not start by itself: final at once.
-FATAL_WAITING_REASONS: dict[str, TaskStatus] = {
-    "ErrImagePull": S.NO_DOCKER_IMAGE,
-    "ImagePullBackOff": S.NO_DOCKER_IMAGE,
-    "InvalidImageName": S.NO_DOCKER_IMAGE,
-    "ErrImageNeverPull": S.NO_DOCKER_IMAGE,
-    "CreateContainerConfigError": S.START_FAILED,
-    "CreateContainerError": S.START_FAILED,
-    "RunContainerError": S.START_FAILED,
-    "PreStartHookError": S.START_FAILED,
-}
-
-# How a container's termination reads, for a Job that failed because its pod failed.
-TERMINATED_REASONS: dict[str, tuple[TaskStatus, str]] = {
-    "OOMKilled": (S.CRASHED, "out of memory (OOMKilled)"),
-    "StartError": (S.START_FAILED, "container could not start"),
-    "ContainerCannotRun": (S.START_FAILED, "container could not run"),
-    "Error": (S.CRASHED, "algorithm failed"),
-    "DeadlineExceeded": (S.CRASHED, "deadline exceeded"),
-}
-
-# Pod-level failure reasons (status.reason of a Failed pod).
-POD_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
-    "Evicted": (S.FAILED, "pod evicted"),
-    "DeadlineExceeded": (S.CRASHED, "deadline exceeded"),
-    "UnexpectedAdmissionError": (S.START_FAILED, "pod not admitted by the kubelet"),
-    "NodeAffinity": (S.START_FAILED, "pod not admitted by the kubelet"),
-}
-
-# Job Failed/FailureTarget reasons that need no look at the pods.
-JOB_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
-    "DeadlineExceeded": (S.CRASHED, "deadline exceeded (activeDeadlineSeconds)"),
-}
-
-# Warning events about a pod that mean it cannot start.
-FATAL_EVENT_REASONS: dict[str, TaskStatus] = {
-    "FailedMount": S.START_FAILED,
-    "FailedAttachVolume": S.START_FAILED,
-}
-
-# Warning events about the Job itself that mean its pod will not be created (the Job controller's
-# reason; the message is the API server's refusal: "Error creating: pods ... is forbidden: ...").
-JOB_EVENT_REASONS: dict[str, tuple[TaskStatus, str]] = {
-    "FailedCreate": (S.START_FAILED, "the cluster refused to create the pod"),
-}
-
-# Reasons of a non-final state that are news upstream even when the status itself stays.
-WAITING_REASONS = frozenset({"Unschedulable"})
-
-FINAL_JOB_CONDITIONS = ("Complete", "Failed", "FailureTarget")
 
 
 # --- facts -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from localcluster.kubelet.containers import Backoff, ContainerRunner
 from localcluster.kubelet.dns import write_dns_files
 from localcluster.kubelet.logs import pod_dir
 from localcluster.kubelet.status import (initial_status, pod_conditions, pod_phase, rfc3339,
-                                         set_condition, waiting)
+                                         waiting)
 from localcluster.kubelet.volumes import MountError, Volume, prepare_volumes
 from localcluster.apiserver.resources import CONFIGMAPS, PODS, SECRETS
 from localcluster.runtime.base import Container, ExitStatus
