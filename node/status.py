@@ -33,7 +33,8 @@ from node.companion import SERVICE_NAME, ended_detail, read_annotation
 from node.manifests import CONTAINER_NAME
 from node.models import TaskStatus
 from node.status_tables import (FATAL_EVENT_REASONS, FATAL_WAITING_REASONS, FINAL_JOB_CONDITIONS,  # noqa: F401
-                                 JOB_EVENT_REASONS, JOB_FAILURE_REASONS, POD_FAILURE_REASONS,
+                                 JOB_EVENT_REASONS, JOB_FAILURE_REASONS, POD_FAILURE_PREFIXES,
+                                 POD_FAILURE_REASONS,
                                  TERMINATED_REASONS, WAITING_REASONS)
 
 S = TaskStatus
@@ -233,6 +234,9 @@ def _pod_failure(pod: _Pod) -> RunState | None:
     if pod.reason in POD_FAILURE_REASONS:
         status, text = POD_FAILURE_REASONS[pod.reason]
         return RunState(status, True, _join(text, pod.message), pod.reason)
+    for prefix, (status, text) in POD_FAILURE_PREFIXES.items():
+        if pod.reason.startswith(prefix):
+            return RunState(status, True, _join(text, pod.message), pod.reason)
     for c in pod.containers:
         if c.terminated is None:
             continue

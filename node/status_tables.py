@@ -40,6 +40,12 @@ POD_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
     "NodeAffinity": (S.START_FAILED, "pod not admitted by the kubelet"),
 }
 
+# Pod-level failure reasons by prefix: the kubelet's admission names the resource it lacks
+# (OutOfcpu, OutOfmemory, OutOfpods, OutOfnvidia.com/gpu ...).
+POD_FAILURE_PREFIXES: dict[str, tuple[TaskStatus, str]] = {
+    "OutOf": (S.START_FAILED, "pod rejected by the kubelet (the node lacks a resource)"),
+}
+
 # Job Failed/FailureTarget reasons that need no look at the pods.
 JOB_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
     "DeadlineExceeded": (S.CRASHED, "deadline exceeded (activeDeadlineSeconds)"),

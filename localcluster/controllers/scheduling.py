@@ -1,4 +1,5 @@
 """The scheduler's pure core: which nodes a pod fits, and the real scheduler's words when none.
+The predicates themselves are the kubelet's too (`localcluster.kubelet.fit`).
 
 Filters, in the order of kube-scheduler's default profile (the first that fails decides for a
 node, as the framework stops at the first failing filter): NodeUnschedulable (``spec.
@@ -18,12 +19,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable
 
+from localcluster.kubelet.fit import matches_node, shortfalls, tolerates
 from localcluster.kubelet.spec import parse_quantity, pod_requests
 
 NO_NODES = "no nodes available to schedule pods"
 NOT_HELPFUL = "Preemption is not helpful for scheduling"
 NO_VICTIMS = "No preemption victims found for incoming pod"
-_RESOURCE_ORDER = ("cpu", "memory", "ephemeral-storage")
 
 
 @dataclass(frozen=True)
@@ -58,21 +59,6 @@ def node_info(node: dict) -> NodeInfo:
 
 # --- filters ----------------------------------------------------------------------------------
 
-def tolerates(tolerations: Iterable[dict], taint: dict) -> bool:
-    """v1 Toleration.ToleratesTaint: effect (empty = all), key (empty with Exists = all),
-    operator Equal (default; values equal) or Exists."""
-    for t in tolerations:
-        if t.get("effect") and t.get("effect") != taint.get("effect"):
-            continue
-        if t.get("key") and t.get("key") != taint.get("key"):
-            continue
-        op = t.get("operator") or "Equal"
-        if op == "Exists" or (op == "Equal" and (t.get("value") or "") == (taint.get("value") or "")
-                              and t.get("key")):
-            return True
-    return False
-
-
 def _unschedulable(pod: dict, node: NodeInfo) -> Rejection | None:
     taint = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
     if node.unschedulable and not tolerates((pod.get("spec") or {}).get("tolerations") or [], taint):
@@ -89,53 +75,19 @@ def _taints(pod: dict, node: NodeInfo) -> Rejection | None:
     return None
 
 
-def _expression(expr: dict, labels: dict[str, str]) -> bool:
-    key, op, values = expr.get("key", ""), expr.get("operator"), expr.get("values") or []
-    have = labels.get(key)
-    if op == "In":
-        return have is not None and have in values
-    if op == "NotIn":
-        return have is None or have not in values
-    if op == "Exists":
-        return have is not None
-    if op == "DoesNotExist":
-        return have is None
-    if op in ("Gt", "Lt") and have is not None and len(values) == 1:
-        try:
-            a, b = int(have), int(values[0])
-        except ValueError:
-            return False
-        return a > b if op == "Gt" else a < b
-    return False
-
-
 def _affinity(pod: dict, node: NodeInfo) -> Rejection | None:
-    spec = pod.get("spec") or {}
-    ok = all(node.labels.get(k) == v for k, v in (spec.get("nodeSelector") or {}).items())
-    required = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-                .get("nodeSelectorTerms"))
-    if ok and required:  # terms are ORed, the expressions of one term ANDed
-        ok = any(term.get("matchExpressions") and
-                 all(_expression(e, node.labels) for e in term["matchExpressions"])
-                 for term in required)
-    return None if ok else Rejection(("node(s) didn't match Pod's node affinity/selector",), False)
+    if matches_node(pod, node.labels):
+        return None
+    return Rejection(("node(s) didn't match Pod's node affinity/selector",), False)
 
 
 def _resources(requests: dict[str, Decimal], node: NodeInfo, used: dict[str, Decimal],
                ) -> Rejection | None:
-    reasons = []
-    if used.get("pods", Decimal(0)) + 1 > node.allocatable.get("pods", Decimal(0)):
-        reasons.append("Too many pods")
-    names = [n for n in _RESOURCE_ORDER if n in requests] + \
-        sorted(n for n in requests if n not in _RESOURCE_ORDER and n != "pods")
-    for name in names:
-        want = requests[name]
-        if want <= 0:
-            continue
-        if want > node.allocatable.get(name, Decimal(0)) - used.get(name, Decimal(0)):
-            reasons.append(f"Insufficient {name}")
-    return Rejection(tuple(reasons), True) if reasons else None
+    lacking = shortfalls(requests, node.allocatable, used)
+    if not lacking:
+        return None
+    return Rejection(tuple("Too many pods" if n == "pods" else f"Insufficient {n}"
+                           for n in lacking), True)
 
 
 def filter_node(pod: dict, requests: dict[str, Decimal], node: NodeInfo,

@@ -38,9 +38,10 @@ from localcluster.network.docker_net import DockerNetwork, NetworkPolicyUnsuppor
 from localcluster.apiserver.incluster import InClusterAccess
 from localcluster.kubelet.events import EventRecorder
 from localcluster.kubelet.logs import LogError, read_log, resolve_log_path
-from localcluster.kubelet.pod import PodWorker
-from localcluster.kubelet.nodestatus import heartbeat, new_node
-from localcluster.kubelet.spec import NODE_NAME, parse_quantity
+from localcluster.kubelet.fit import matches_node, shortfalls
+from localcluster.kubelet.nodestatus import heartbeat, new_node, node_labels
+from localcluster.kubelet.pod import TERMINAL, PodWorker
+from localcluster.kubelet.spec import NODE_NAME, parse_quantity, pod_requests
 from localcluster.network.netns import HostNetwork, IsolatedNetwork, NetworkError, PodNet
 from localcluster.runtime.registry import Registry
 from localcluster.apiserver.errors import ApiError
@@ -167,6 +168,38 @@ class Kubelet:
         elif res in (SECRETS, CONFIGMAPS):
             for w in self.workers.values():  # a missing Secret/ConfigMap may exist now
                 w.poke.set()
+
+    def admit(self, worker: PodWorker) -> tuple[str, str] | None:
+        """The kubelet's admission of a pod bound to it: None, or (reason, message) when the pod
+        must not run here: its node selector/affinity does not match (NodeAffinity), or the node
+        lacks what it requests next to the pods admitted before (OutOfcpu, OutOfnvidia.com/gpu,
+        OutOfpods ...). Pods the scheduler bound always pass; pods created with spec.nodeName
+        skip the scheduler and meet this."""
+        node = self.store.try_get(NODES, None, self.config.node_name)
+        labels = (node or {}).get("metadata", {}).get("labels") or node_labels(self.config.node_name)
+        if not matches_node(worker.pod, labels):
+            return "NodeAffinity", "Predicate NodeAffinity failed"
+        try:
+            requests = pod_requests(worker.pod)
+        except ValueError:
+            return None  # the API server validated the quantities
+        used: dict[str, Decimal] = {"pods": Decimal(0)}
+        for w in self.workers.values():
+            if w is worker or not w.admitted or w.phase in TERMINAL:
+                continue
+            used["pods"] += 1
+            for k, v in pod_requests(w.pod).items():
+                used[k] = used.get(k, Decimal(0)) + v
+        lacking = shortfalls(requests, self.allocatable, used)
+        if not lacking:
+            return None
+        name = lacking[0]
+        scale = 1000 if name == "cpu" else 1  # the kubelet counts cpu in millicores
+        want = 1 if name == "pods" else requests.get(name, Decimal(0))
+        amounts = [int(v * scale) for v in (want, used.get(name, Decimal(0)),
+                                             self.allocatable.get(name, Decimal(0)))]
+        return (f"OutOf{name}", f"Node didn't have enough resource: {name}, requested: "
+                                f"{amounts[0]}, used: {amounts[1]}, capacity: {amounts[2]}")
 
     def _pod_ip_changed(self, uid: str, ip: str) -> None:
         """The docker network moved a running pod (new policies): its status shows the new IP,

@@ -39,6 +39,7 @@ class Node(Protocol):
     closing: bool
 
     def lookup(self, res) -> Callable[[str, str], dict | None]: ...
+    def admit(self, worker: "PodWorker") -> tuple[str, str] | None: ...
     def service_env(self, worker: "PodWorker") -> dict[str, str]: ...
     async def sandbox(self, worker: "PodWorker") -> Any: ...
 
@@ -76,6 +77,8 @@ class PodWorker(ContainerRunner):
         self.poke = asyncio.Event()
         self.ending = asyncio.Event()
         self.removed = False
+        self.admitted = False  # passed the kubelet's admission: its requests count on the node
+        self.rejected = False
         self.reason: str | None = None  # pod-level status reason/message (DeadlineExceeded)
         self.message: str | None = None
         self.lifecycle: asyncio.Task | None = None
@@ -176,6 +179,16 @@ class PodWorker(ContainerRunner):
     async def _lifecycle(self) -> None:
         if self.phase in TERMINAL:
             return  # a finished pod from before (nothing to run)
+        rejection = self.k.admit(self)
+        if rejection is not None:
+            # as the kubelet's admission (lifecycle/predicate.go): never started, Failed
+            reason, message = rejection
+            self.phase, self.rejected = "Failed", True
+            self.reason, self.message = reason, f"Pod was rejected: {message}"
+            self._event_pod("Warning", reason, message)
+            self._push()
+            return
+        self.admitted = True
         net = await self.k.sandbox(self)
         self.pod_ip, self.netns = net.ip, net.netns
         self.start_time = rfc3339()
@@ -280,6 +293,8 @@ class PodWorker(ContainerRunner):
         status: dict = {"phase": self.phase}
         if self.reason:
             status["reason"], status["message"] = self.reason, self.message
+        if self.rejected:
+            return status
         self.conditions = pod_conditions(self.conditions, self.phase, self.sandbox_ready,
                                          self.init_done, self.init_statuses, self.statuses,
                                          self.sidecars)

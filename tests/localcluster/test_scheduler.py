@@ -96,3 +96,35 @@ def test_the_kubelet_renews_its_node(tmp_path):
             await asyncio.gather(task, return_exceptions=True)
             store.close()
     asyncio.run(go())
+
+
+def test_the_kubelet_rejects_a_pod_bound_past_the_scheduler_that_does_not_fit(tmp_path):
+    from .kubelet_fixtures import run_in_process
+
+    async def body(h):
+        gpu = simple_pod("direct", resources={"limits": {"nvidia.com/gpu": 1}})
+        gpu["spec"]["nodeName"] = "localcluster"  # no scheduler: straight to the kubelet
+        h.store.create(PODS, "default", gpu)
+        pod = await h.until(lambda: (h.pod("direct")["status"].get("phase") == "Failed"
+                                     and h.pod("direct")), what="rejected")
+        assert pod["status"]["reason"] == "OutOfnvidia.com/gpu"
+        assert pod["status"]["message"] == ("Pod was rejected: Node didn't have enough resource: "
+                                            "nvidia.com/gpu, requested: 1, used: 0, capacity: 0")
+        assert "containerStatuses" not in pod["status"]
+        events = [e for e in h.events("direct") if e["reason"] == "OutOfnvidia.com/gpu"]
+        assert events and events[0]["type"] == "Warning"
+        sel = simple_pod("elsewhere")
+        sel["spec"].update(nodeName="localcluster", nodeSelector={"disktype": "ssd"})
+        h.store.create(PODS, "default", sel)
+        pod = await h.until(lambda: (h.pod("elsewhere")["status"].get("phase") == "Failed"
+                                     and h.pod("elsewhere")), what="rejected")
+        assert (pod["status"]["reason"], pod["status"]["message"]) == (
+            "NodeAffinity", "Pod was rejected: Predicate NodeAffinity failed")
+        h.store.delete(PODS, "default", "direct")  # graceful: the kubelet removes it
+        await h.until(lambda: h.pod("direct") is None, what="removed")
+        # a pod that fits is admitted as before
+        ok = simple_pod("fits", resources={"requests": {"cpu": "1"}})
+        ok["spec"]["nodeName"] = "localcluster"
+        h.store.create(PODS, "default", ok)
+        await h.until(lambda: h.pod("fits")["status"].get("phase") == "Succeeded", what="ran")
+    run_in_process(tmp_path, body)

@@ -6,7 +6,8 @@ from decimal import Decimal
 import kubernetes_validate
 import pytest
 
-from localcluster.controllers.scheduling import NO_NODES, node_info, place, tolerates
+from localcluster.controllers.scheduling import NO_NODES, node_info, place
+from localcluster.kubelet.fit import tolerates
 from localcluster.kubelet.nodestatus import heartbeat, new_node
 
 ALLOC = {"cpu": "4", "memory": "8Gi", "pods": "10", "ephemeral-storage": "10Gi"}

@@ -80,6 +80,8 @@ SCENARIOS = [
     ("job-backofflimit", ["pod-starterror"], [], S.START_FAILED, True, ["exit code 128",
                                                                        "executable file not found"]),
     ("job-backofflimit", ["pod-evicted"], [], S.FAILED, True, ["evicted", "low on resource: memory"]),
+    ("job-backofflimit", ["pod-outofgpu"], [], S.START_FAILED, True,
+     ["rejected by the kubelet", "enough resource: nvidia.com/gpu"]),
     ("job-backofflimit", ["pod-deleted"], [], S.FAILED, True, ["deleted outside the node"]),
     ("job-backofflimit", [], [], S.FAILED, True, ["removed"]),
     ("job-deadline", [], [], S.CRASHED, True, ["deadline", "active longer than specified deadline"]),
