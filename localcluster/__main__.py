@@ -1,6 +1,6 @@
 """Command line: ``python -m localcluster serve --state-dir DIR [--port 0] [--images FILE ...]
 [--history N] [--pod-network host|isolated|auto] [--pod-cidr CIDR] [--egress-allow HOST:PORT ...]
-[--runtime process|docker]``,
+[--runtime process|docker] [--cpu N] [--memory Q] [--pods N] [--gpus N]``,
 ``python -m localcluster cleanup-network`` (removes what killed clusters left of their pod
 networks) and ``python -m localcluster demo ...`` (see localcluster.stack).
 
@@ -14,6 +14,10 @@ The container runtime is ``process`` (pods as local processes, the default) or `
 Docker containers from locally built images, `localcluster.runtime.docker`, with the pod network
 of `localcluster.network.docker_net`; ``--pod-network`` does not apply then). ``--runtime`` defaults to
 the environment variable ``LOCALCLUSTER_RUNTIME``, else ``process``.
+
+``--cpu``, ``--memory``, ``--pods``, ``--ephemeral-storage`` and ``--gpus`` set the Node's capacity
+and allocatable (what the scheduler fits pods into); ``nvidia.com/gpu`` is offered only with
+``--gpus`` > 0, as a real node has it only with the device plugin.
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ class ServeSettings:
     insecure_http: bool = False  # debugging only: kubectl refuses tokens over plain http
     host_root: Path | None = None  # the node's filesystem for hostPath volumes (None: /)
     job_api_backoff: float = 1.0  # first delay before the Job controller retries a refused pod
+    # the Node's allocatable (None: KubeletConfig's default)
+    allocatable: dict[str, str] | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,11 +95,46 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--job-api-backoff", type=float, default=1.0, metavar="SECONDS",
                    help="first delay before the Job controller retries a pod the API refused "
                         "(doubling up to 60s, as a real cluster; tests make it short)")
+    node = s.add_argument_group("the node's resources (capacity = allocatable)")
+    node.add_argument("--cpu", type=_quantity, default="64", help="cpus (default 64)")
+    node.add_argument("--memory", type=_quantity, default="256Gi", help="memory (default 256Gi)")
+    node.add_argument("--pods", type=_count, default=250, help="pods (default 250)")
+    node.add_argument("--ephemeral-storage", type=_quantity, default="1Ti",
+                      help="ephemeral-storage (default 1Ti)")
+    node.add_argument("--gpus", type=_count, default=0,
+                      help="nvidia.com/gpu (default 0: the node has none)")
     s.add_argument("--log-level", default="INFO")
     sub.add_parser("cleanup-network",
                    help="remove pod networks left by local clusters that were killed")
     sub.add_parser("demo", help="run the whole demo stack", add_help=False)
     return p
+
+
+def _quantity(text: str) -> str:
+    from localcluster.kubelet.spec import parse_quantity
+    try:
+        if parse_quantity(text) < 0:
+            raise ValueError(f"negative quantity {text!r}")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
+def node_allocatable(cpu: str, memory: str, pods: int, storage: str, gpus: int) -> dict[str, str]:
+    out = {"cpu": cpu, "memory": memory, "pods": str(pods), "ephemeral-storage": storage}
+    if gpus > 0:
+        out["nvidia.com/gpu"] = str(gpus)
+    return out
 
 
 async def _serve(settings: ServeSettings) -> int:
@@ -221,6 +262,8 @@ def _start_controllers(store, settings: ServeSettings, network,
     config.incluster, config.host_root = access, settings.host_root
     from localcluster.controllers.jobs import JobControllerConfig
     kwargs["job_config"] = JobControllerConfig(create_backoff_initial=settings.job_api_backoff)
+    if settings.allocatable is not None:
+        config.allocatable = dict(settings.allocatable)
     return asyncio.ensure_future(controllers.run_controllers(
         store, state_dir=settings.state_dir, image_files=list(settings.images), **kwargs))
 
@@ -257,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                              bookmark_interval=args.bookmark_interval, network=network,
                              insecure_http=args.insecure_http, runtime=args.runtime,
                              host_root=args.host_root.resolve() if args.host_root else None,
-                             job_api_backoff=args.job_api_backoff)
+                             job_api_backoff=args.job_api_backoff,
+                             allocatable=node_allocatable(args.cpu, args.memory, args.pods,
+                                                          args.ephemeral_storage, args.gpus))
     try:
         return asyncio.run(_serve(settings))
     except (NetworkError, TlsError) as e:

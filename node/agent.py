@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from node import retry
@@ -27,7 +28,7 @@ from node.models import MAX_ID, Result, StatusReport, TaskCommand, TaskStatus, p
 from node.live import NoLive
 from node.objects import slim, slim_item
 from node.proxy_address import ProxyAddress, ProxyServiceError
-from node.status import run_status
+from node.status import WAITING_REASONS, RunState, run_status
 from node.workspace import OutputTooLarge, Workspace
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 # tell (FailedMount), so they are read for such pods, at this interval.
 EVENT_CHECK_INTERVAL = 1.0
 STUCK_AFTER = 2.0
+# A Job with no pod this long after the node saw it may have had its pod refused at admission
+# (Pod Security, ResourceQuota, RuntimeClass): only the Job's Events tell (FailedCreate), so they
+# are read for such runs, at most every JOB_EVENTS_EVERY seconds per run.
+PODLESS_AFTER = 1.5
+JOB_EVENTS_EVERY = 3.0
 
 
 @dataclass
@@ -53,6 +59,9 @@ class Run:
     # (two nodes sharing a jobs namespace get the same name for a prototype task's run id)
     owns_job: bool = True
     job_name: str = ""
+    reason: str = ""              # the Kubernetes reason behind the status last reported
+    podless_since: float | None = None  # monotonic: the Job was seen with no pod since then
+    job_events_read: float = 0.0  # monotonic: when the Job's events were last read
 
 
 
@@ -135,6 +144,8 @@ class Agent:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + EVENT_CHECK_INTERVAL
                     self._check_stuck_pods()
+                    self._check_podless_jobs()
+                    self._recheck_waiting()
                     self._retry_held_back()
             except retry.Cancelled:
                 return
@@ -261,7 +272,7 @@ class Agent:
         except ClusterError as e:
             log.warning("run %s: could not read its job before killing: %s", run.run_id, e)
         if run.job is not None:
-            state = run_status(run.job, list(run.pods.values()))
+            state = self._state(run, killed=False)
             if state.terminal:
                 self._finish(run, state.status, state.detail)
                 return False
@@ -363,23 +374,38 @@ class Agent:
         self.runs[rid] = run
         return run
 
+    def _state(self, run: Run, events: list[dict] | tuple = (),
+               killed: bool | None = None) -> RunState:
+        """The run's status now (node.status), with the configured unschedulable grace."""
+        return run_status(None if run.job_deleted else run.job, list(run.pods.values()),
+                          killed=run.killed if killed is None else killed, events=events,
+                          now=datetime.now(timezone.utc),
+                          unschedulable_grace_seconds=self.config.job.unschedulable_grace_seconds)
+
     def _evaluate(self, run: Run) -> None:
         if run.run_id not in self.runs:
             return
         for pod in run.pods.values():  # the live channel follows pods once they run
             self.live.pod_event(run.run_id, "MODIFIED", pod)
+        self._decide(run)
+
+    def _decide(self, run: Run) -> None:
+        """Finish the run or report its status, from what the node knows of it now."""
         if run.job is None and not run.job_deleted:
             return  # created, not yet seen
-        state = run_status(None if run.job_deleted else run.job, list(run.pods.values()),
-                           killed=run.killed)
+        if run.pods or run.job is None:
+            run.podless_since = None
+        elif run.podless_since is None:
+            run.podless_since = time.monotonic()
+        state = self._state(run)
         if state.terminal and run.job is not None and self._refresh_pods(run):
             # the Job's final word came before the pods' (two watch streams): decide on the
             # pods as they are now, so a crash is not mistaken for a vanished pod
-            state = run_status(run.job, list(run.pods.values()), killed=run.killed)
+            state = self._state(run)
         if state.terminal:
             self._finish(run, state.status, state.detail)
         else:
-            self._set_status(run, state.status, state.detail)
+            self._set_status(run, state.status, state.detail, state.reason)
 
     def _refresh_pods(self, run: Run) -> bool:
         """Read the run's pods from the API. True when that changed what the node knew."""
@@ -409,16 +435,48 @@ class Agent:
                     except ClusterError as e:
                         log.debug("events of pod %s unavailable: %s", name, e)
             if events:
-                state = run_status(run.job, list(run.pods.values()), events=events)
+                state = self._state(run, events)
                 if state.terminal:
                     self._finish(run, state.status, state.detail)
 
+    def _check_podless_jobs(self) -> None:
+        """Runs whose Job has had no pod for PODLESS_AFTER: read the Job's events (FailedCreate)."""
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.job is None or run.pods or run.podless_since is None:
+                continue
+            if now - run.podless_since < PODLESS_AFTER or now - run.job_events_read < JOB_EVENTS_EVERY:
+                continue
+            run.job_events_read = now
+            try:
+                events = self.cluster.job_events(run.job_name)
+            except ClusterError as e:
+                log.debug("events of job %s unavailable: %s", run.job_name, e)
+                continue
+            state = self._state(run, events)
+            if state.terminal:
+                self._finish(run, state.status, state.detail)
+            else:
+                self._set_status(run, state.status, state.detail, state.reason)
+
+    def _recheck_waiting(self) -> None:
+        """Runs waiting for a reason with a time limit (an unschedulable pod's grace): evaluated
+        again on the timer, as nothing in the cluster may change to wake them."""
+        for run in list(self.runs.values()):
+            if run.reason in WAITING_REASONS and run.run_id in self.runs:
+                self._decide(run)
+
     # -- endings -----------------------------------------------------------------------------------
-    def _set_status(self, run: Run, status: TaskStatus, detail: str) -> None:
-        if status == run.status:
+    def _set_status(self, run: Run, status: TaskStatus, detail: str, reason: str = "") -> None:
+        # the same status is reported again only when it starts or stops waiting for a reason
+        # worth telling (the scheduler's Unschedulable)
+        news = reason != run.reason and (reason in WAITING_REASONS or run.reason in WAITING_REASONS)
+        run.reason = reason
+        if status == run.status and not news:
             return
+        if status != run.status:
+            run.status_since = time.monotonic()
         run.status = status
-        run.status_since = time.monotonic()
         log.info("run %s: %s%s", run.run_id, status.value, f" ({detail})" if detail else "")
         self.live.run_status(run.run_id, run.task_id, status.value)
         self.reporter.status(StatusReport(node_id=self.config.node_id, run_id=run.run_id,

@@ -218,6 +218,14 @@ class Cluster:
             _preload_content=False, _request_timeout=self.timeout)))
         return body.get("items") or []
 
+    def job_events(self, job: str) -> list[dict]:
+        """The Events about Job `job` (the Job controller's FailedCreate, say): by field selector,
+        as events carry no labels."""
+        body = _json(_call(f"list events of job {job}", lambda: self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.kind=Job,involvedObject.name={job}",
+            _preload_content=False, _request_timeout=self.timeout)))
+        return body.get("items") or []
+
     # -- network policy --------------------------------------------------------------------
     def apply_network_policy(self, policy: dict) -> None:
         name = policy["metadata"]["name"]

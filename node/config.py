@@ -102,6 +102,10 @@ class JobConfig:
     run_as_group: int = 1000
     runtime_class_name: str | None = None
     gpu_runtime_class_name: str | None = None
+    # A pod no node can take (PodScheduled=False, Unschedulable) is reported as pending with the
+    # scheduler's reason this long, in case capacity frees up (autoscaler, other runs ending),
+    # and then fails (start failed). 0: fail at once.
+    unschedulable_grace_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,8 @@ def _read_job(sec: Section, problems: list[tuple[str, str]]) -> JobConfig:
                                    check=matches(DNS_SUBDOMAIN_RE, "runtime class name")),
         gpu_runtime_class_name=sec.get("gpu_runtime_class_name", str, None, nullable=True,
                                        check=matches(DNS_SUBDOMAIN_RE, "runtime class name")),
+        unschedulable_grace_seconds=sec.get("unschedulable_grace_seconds", float,
+                                            d.unschedulable_grace_seconds, check=at_least(0)),
     )
     sec.finish()
     for name in RESOURCE_NAMES:

@@ -1,7 +1,7 @@
 """A run's vantage6 status from its Job, its pods and (optionally) their events: pure, table-driven.
 
 Inputs are raw Kubernetes JSON objects (camelCase) as the API returns them. The first rule of
-``_RULES`` that matches decides; the per-reason outcomes are the tables below.
+``_RULES`` that matches decides; the per-reason outcomes are the tables of `node.status_tables`.
 
 Choices:
 - Image pull errors, container config/start errors and volume mount failures are final at once
@@ -11,8 +11,13 @@ Choices:
 - An unschedulable pod (PodScheduled=False, reason Unschedulable) might only wait for capacity on a
   busy or autoscaled cluster. It is ``start failed`` once ``unschedulable_grace_seconds`` have
   passed since the condition was set (default 0: fail fast, as for the other start problems);
-  until then it is ``pending`` with the scheduler's message and ``reason="Unschedulable"``, so a
-  caller using a grace can re-evaluate on a timer.
+  until then it is ``pending`` with the scheduler's message and ``reason="Unschedulable"``
+  (one of ``WAITING_REASONS``, worth reporting though the status stays), so a caller using a
+  grace can re-evaluate on a timer.
+- A Job whose pod the cluster refused to create (admission: Pod Security, ResourceQuota, a missing
+  RuntimeClass) has no pod at all; the Job controller says why only in a Warning ``FailedCreate``
+  event on the Job, and retries until activeDeadlineSeconds. Such a Job with no pod is ``start
+  failed`` at once, with the refusal's text (``JOB_EVENT_REASONS``).
 - A pod that finished while its Job has no final condition yet is still ``active``: the Job
   controller decides (with ``backoffLimit > 0`` a new pod may follow).
 - A Job that failed for a reason not in the tables, with no failed pod to explain it, is
@@ -27,6 +32,10 @@ from typing import Any, Callable, Iterable
 from node.companion import SERVICE_NAME, ended_detail, read_annotation
 from node.manifests import CONTAINER_NAME
 from node.models import TaskStatus
+from node.status_tables import (FATAL_EVENT_REASONS, FATAL_WAITING_REASONS, FINAL_JOB_CONDITIONS,  # noqa: F401
+                                 JOB_EVENT_REASONS, JOB_FAILURE_REASONS, POD_FAILURE_PREFIXES,
+                                 POD_FAILURE_REASONS,
+                                 TERMINATED_REASONS, WAITING_REASONS)
 
 S = TaskStatus
 
@@ -37,51 +46,6 @@ class RunState:
     terminal: bool
     detail: str = ""
     reason: str = ""      # the Kubernetes reason behind the status, when there is one
-
-
-# --- tables ----------------------------------------------------------------------------------
-
-# A container waiting for one of these reasons will not start by itself: final at once.
-FATAL_WAITING_REASONS: dict[str, TaskStatus] = {
-    "ErrImagePull": S.NO_DOCKER_IMAGE,
-    "ImagePullBackOff": S.NO_DOCKER_IMAGE,
-    "InvalidImageName": S.NO_DOCKER_IMAGE,
-    "ErrImageNeverPull": S.NO_DOCKER_IMAGE,
-    "CreateContainerConfigError": S.START_FAILED,
-    "CreateContainerError": S.START_FAILED,
-    "RunContainerError": S.START_FAILED,
-    "PreStartHookError": S.START_FAILED,
-}
-
-# How a container's termination reads, for a Job that failed because its pod failed.
-TERMINATED_REASONS: dict[str, tuple[TaskStatus, str]] = {
-    "OOMKilled": (S.CRASHED, "out of memory (OOMKilled)"),
-    "StartError": (S.START_FAILED, "container could not start"),
-    "ContainerCannotRun": (S.START_FAILED, "container could not run"),
-    "Error": (S.CRASHED, "algorithm failed"),
-    "DeadlineExceeded": (S.CRASHED, "deadline exceeded"),
-}
-
-# Pod-level failure reasons (status.reason of a Failed pod).
-POD_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
-    "Evicted": (S.FAILED, "pod evicted"),
-    "DeadlineExceeded": (S.CRASHED, "deadline exceeded"),
-    "UnexpectedAdmissionError": (S.START_FAILED, "pod not admitted by the kubelet"),
-    "NodeAffinity": (S.START_FAILED, "pod not admitted by the kubelet"),
-}
-
-# Job Failed/FailureTarget reasons that need no look at the pods.
-JOB_FAILURE_REASONS: dict[str, tuple[TaskStatus, str]] = {
-    "DeadlineExceeded": (S.CRASHED, "deadline exceeded (activeDeadlineSeconds)"),
-}
-
-# Warning events about a pod that mean it cannot start.
-FATAL_EVENT_REASONS: dict[str, TaskStatus] = {
-    "FailedMount": S.START_FAILED,
-    "FailedAttachVolume": S.START_FAILED,
-}
-
-FINAL_JOB_CONDITIONS = ("Complete", "Failed", "FailureTarget")
 
 
 # --- facts -----------------------------------------------------------------------------------
@@ -118,6 +82,7 @@ class _Facts:
     condition: tuple[str, str, str] | None   # (type, reason, message) of the final condition
     pods: tuple[_Pod, ...]                   # oldest first
     events: tuple[tuple[str, str, str], ...]  # (pod name, reason, message) of Warning events
+    job_events: tuple[tuple[str, str], ...]  # (reason, message) of Warning events on the Job
     now: datetime | None
     grace: float
 
@@ -206,6 +171,21 @@ def _pod_events(events: Iterable[dict], pod_names: set[str], job_name: str) -> t
     return tuple(out)
 
 
+def _job_events(events: Iterable[dict], job: dict | None) -> tuple[tuple[str, str], ...]:
+    name, uid = _text(_d(job, "metadata", "name")), _text(_d(job, "metadata", "uid"))
+    out = []
+    for e in events:
+        if not isinstance(e, dict) or e.get("type") != "Warning":
+            continue
+        obj = e.get("involvedObject") or e.get("regarding") or {}
+        if obj.get("kind") != "Job" or not name or _text(obj.get("name")) != name:
+            continue
+        if uid and obj.get("uid") and obj.get("uid") != uid:
+            continue  # about an earlier Job of the same name
+        out.append((_text(e.get("reason")), _text(e.get("message") or e.get("note"))))
+    return tuple(out)
+
+
 def _parse_time(text: str) -> datetime | None:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -254,6 +234,9 @@ def _pod_failure(pod: _Pod) -> RunState | None:
     if pod.reason in POD_FAILURE_REASONS:
         status, text = POD_FAILURE_REASONS[pod.reason]
         return RunState(status, True, _join(text, pod.message), pod.reason)
+    for prefix, (status, text) in POD_FAILURE_PREFIXES.items():
+        if pod.reason.startswith(prefix):
+            return RunState(status, True, _join(text, pod.message), pod.reason)
     for c in pod.containers:
         if c.terminated is None:
             continue
@@ -289,6 +272,17 @@ def _job_failed(f: _Facts) -> RunState | None:
     return RunState(S.UNKNOWN_ERROR, True,
                     _join(f"job failed for a reason the node does not know "
                           f"({reason or 'no reason given'})", message), reason)
+
+
+def _job_refused(f: _Facts) -> RunState | None:
+    """No pod, and the Job controller says why: the API server refused to create it."""
+    if f.pods:
+        return None
+    for reason, message in f.job_events:
+        if reason in JOB_EVENT_REASONS:
+            status, text = JOB_EVENT_REASONS[reason]
+            return RunState(status, True, _join(text, message), reason)
+    return None
 
 
 def _service(f: _Facts) -> RunState | None:
@@ -375,22 +369,25 @@ def _progress(f: _Facts) -> RunState | None:
 
 
 # Precedence: an explicit kill, a vanished Job, the Job's success, a companion service that never
-# became ready (§10), the Job's failure, then what blocks the pod.
+# became ready (§10), the Job's failure, a pod the cluster refused to create, then what blocks
+# the pod.
 _RULES: tuple[Rule, ...] = (
     _killed, _job_gone, _job_complete, _service, _job_failed,
-    _fatal_waiting, _fatal_event, _unschedulable, _progress,
+    _job_refused, _fatal_waiting, _fatal_event, _unschedulable, _progress,
 )
 
 
 def run_status(job: dict | None, pods: Iterable[dict] = (), *, killed: bool = False,
                events: Iterable[dict] = (), now: datetime | None = None,
                unschedulable_grace_seconds: float = 0.0) -> RunState:
-    """The run's status from its Job (None: deleted), its pods and optionally their events.
+    """The run's status from its Job (None: deleted), its pods and optionally events (core/v1 or
+    events.k8s.io/v1) about those pods and about the Job.
 
     ``killed``: the node deleted the Job on a kill request. ``now`` (timezone-aware) is needed only
     with a positive ``unschedulable_grace_seconds``.
     """
     pods = tuple(_pod(p) for p in pods if isinstance(p, dict))
+    events = tuple(events or ())
     job_name = _text(_d(job, "metadata", "name"))
     facts = _Facts(
         killed=killed,
@@ -398,7 +395,8 @@ def run_status(job: dict | None, pods: Iterable[dict] = (), *, killed: bool = Fa
         job_deleting=bool(_d(job, "metadata", "deletionTimestamp")),
         condition=_final_condition(job) if isinstance(job, dict) else None,
         pods=pods,
-        events=_pod_events(events or (), {p.name for p in pods}, job_name),
+        events=_pod_events(events, {p.name for p in pods}, job_name),
+        job_events=_job_events(events, job if isinstance(job, dict) else None),
         now=now.astimezone(timezone.utc) if now is not None else None,
         grace=unschedulable_grace_seconds,
     )

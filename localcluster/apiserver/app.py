@@ -12,7 +12,7 @@ from typing import Any, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
-from localcluster.apiserver import discovery, openapi, routing, tables, watching, writes
+from localcluster.apiserver import binding, discovery, openapi, routing, tables, watching, writes
 from localcluster.apiserver.errors import ApiError, bad_request
 from localcluster.apiserver.faults import REASONS, FaultConfigError, Faults
 from localcluster.apiserver.metrics import Metrics
@@ -204,6 +204,11 @@ async def resource(request: web.Request) -> web.StreamResponse:
         if m == "DELETE":
             return await _delete_collection(request, t)
         raise ApiError(405, "MethodNotAllowed", f"{m} is not allowed on a collection")
+    if t.subresource == "binding":  # create-only, as the real pods/binding
+        if m != "POST":
+            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on "
+                                                    f"the requested resource ({m})")
+        return _json(binding.bind(store, t.namespace, t.name, await _body(request)), 201)
     if m == "GET":
         if t.subresource == "log":
             return await _pod_log(request, t)

@@ -8,7 +8,8 @@ VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "l
            "compiler": "gc", "platform": "linux/amd64"}
 
 _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-_SUB_VERBS = {"status": ["get", "patch", "update"], "log": ["get"]}
+_SUB_VERBS = {"status": ["get", "patch", "update"], "log": ["get"], "binding": ["create"]}
+_SUB_KINDS = {"log": "Pod", "binding": "Binding"}
 
 
 def core_versions(server_address: str) -> dict:
@@ -46,7 +47,7 @@ def _entry(res: Resource) -> list[dict]:
             **({"shortNames": list(res.short_names)} if res.short_names else {})}]
     for sub in res.subresources:
         out.append({"name": f"{res.plural}/{sub}", "singularName": "",
-                    "namespaced": res.namespaced, "kind": res.kind if sub != "log" else "Pod",
+                    "namespaced": res.namespaced, "kind": _SUB_KINDS.get(sub, res.kind),
                     "verbs": _SUB_VERBS.get(sub, ["get"])})
     return out
 

@@ -27,6 +27,9 @@ class Resource:
     # DELETE answers with the object (as the real registry for pods, services, service
     # accounts) rather than a Success Status once the object is gone.
     delete_returns_object: bool = False
+    # create keeps the given .status (Nodes: the kubelet registers with its capacity) instead
+    # of resetting it, as the real registry's PrepareForCreate does for most types
+    create_keeps_status: bool = False
 
     @property
     def api_version(self) -> str:
@@ -50,7 +53,7 @@ class Resource:
 
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False, ("status",),
                       ("status.phase",), ("ns",))
-PODS = Resource("", "v1", "pods", "Pod", True, ("status", "log"),
+PODS = Resource("", "v1", "pods", "Pod", True, ("status", "log", "binding"),
                 ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
                  "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
                  "status.podIP", "status.nominatedNodeName"), ("po",),
@@ -80,9 +83,13 @@ RESOURCEQUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota", True, ("s
 RUNTIMECLASSES = Resource("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", False)
 ADMISSION_RESOURCES = (RESOURCEQUOTAS, RUNTIMECLASSES)
 
+# --- scheduling: Nodes, registered by the kubelet; pods/binding is on PODS above ---
+NODES = Resource("", "v1", "nodes", "Node", False, ("status",), ("spec.unschedulable",), ("no",),
+                 create_keeps_status=True)
+
 ALL: tuple[Resource, ...] = (NAMESPACES, PODS, SERVICES, SECRETS, CONFIGMAPS, EVENTS,
                              SERVICEACCOUNTS, JOBS, NETWORKPOLICIES, DEPLOYMENTS, ROLES,
-                             ROLEBINDINGS) + ADMISSION_RESOURCES
+                             ROLEBINDINGS, NODES) + ADMISSION_RESOURCES
 
 _BY_KEY = {(r.group, r.version, r.plural): r for r in ALL}
 

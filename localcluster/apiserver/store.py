@@ -141,7 +141,7 @@ class Store(DeletionMixin):
         obj["kind"], obj["apiVersion"] = res.kind, res.api_version
         for f in _SERVER_META + ("resourceVersion",):
             meta.pop(f, None)
-        if res.has_status:
+        if res.has_status and not (res.create_keeps_status and isinstance(obj.get("status"), dict)):
             obj["status"] = {}
         meta["uid"] = str(uuid.uuid4())  # before defaulting: a Job's selector uses it
         if self._admission:

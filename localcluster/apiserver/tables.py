@@ -1,4 +1,4 @@
-"""Server-side printing (meta.k8s.io/v1 Table) for `kubectl get` of pods and Deployments.
+"""Server-side printing (meta.k8s.io/v1 Table) for `kubectl get` of pods, Deployments and Nodes.
 
 kubectl asks for ``Accept: application/json;as=Table;...,application/json``; for other types (and
 watches) the server answers with the plain object or list, which kubectl prints as NAME and AGE.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from localcluster.apiserver.resources import DEPLOYMENTS, PODS, Resource
+from localcluster.apiserver.resources import DEPLOYMENTS, NODES, PODS, Resource
 
 _NAME = {"name": "Name", "type": "string", "format": "name", "priority": 0,
          "description": "Name must be unique within a namespace."}
@@ -77,12 +77,35 @@ def _deployment_row(dep: dict) -> list:
             ",".join(f"{k}={v}" for k, v in sorted(selector.items()))]
 
 
+def _node_row(node: dict) -> list:
+    meta, spec, status = node["metadata"], node.get("spec") or {}, node.get("status") or {}
+    ready = next((c.get("status") for c in status.get("conditions") or []
+                  if c.get("type") == "Ready"), None)
+    state = {"True": "Ready", "False": "NotReady"}.get(ready, "Unknown")
+    if spec.get("unschedulable"):
+        state += ",SchedulingDisabled"
+    labels = meta.get("labels") or {}
+    # as the real printer: node-role.kubernetes.io/<role> and kubernetes.io/role=<role>
+    roles = sorted({k.split("/", 1)[1] for k in labels
+                    if k.startswith("node-role.kubernetes.io/") and k.split("/", 1)[1]}
+                   | ({labels["kubernetes.io/role"]} if labels.get("kubernetes.io/role") else set()))
+    addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
+    info = status.get("nodeInfo") or {}
+    return [meta["name"], state, ",".join(roles) or "<none>", human_age(meta.get("creationTimestamp")),
+            info.get("kubeletVersion", ""), addresses.get("InternalIP") or "<none>",
+            addresses.get("ExternalIP") or "<none>", info.get("osImage") or "<unknown>",
+            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
+
+
 _PRINTERS = {
     PODS: ([_NAME, _col("Ready"), _col("Status"), _col("Restarts", ctype="integer"),
             _col("Age"), _col("IP", 1), _col("Node", 1)], _pod_row),
     DEPLOYMENTS: ([_NAME, _col("Ready"), _col("Up-to-date", ctype="integer"),
                    _col("Available", ctype="integer"), _col("Age"), _col("Containers", 1),
                    _col("Images", 1), _col("Selector", 1)], _deployment_row),
+    NODES: ([_NAME, _col("Status"), _col("Roles"), _col("Age"), _col("Version"),
+             _col("Internal-IP", 1), _col("External-IP", 1), _col("OS-Image", 1),
+             _col("Kernel-Version", 1), _col("Container-Runtime", 1)], _node_row),
 }
 
 

@@ -1,7 +1,8 @@
 """All controllers of the local cluster, run in the API server's event loop.
 
-`run_controllers` starts the Job, TTL, Deployment and ResourceQuota controllers and the kubelet (with the process
-runtime) and runs until cancelled; on cancel every pod process gets SIGTERM, then SIGKILL.
+`run_controllers` starts the scheduler, the Job, TTL, Deployment and ResourceQuota controllers
+and the kubelet (with the process runtime) and runs until cancelled; on cancel every pod process
+gets SIGTERM, then SIGKILL.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from localcluster.controllers.deployments import DeploymentController
 from localcluster.controllers.jobs import JobController, JobControllerConfig
 from localcluster.controllers.quota import QuotaController
+from localcluster.controllers.scheduler import Scheduler
 from localcluster.kubelet.kubelet import Kubelet, KubeletConfig
 from localcluster.runtime.registry import DEFAULT_IMAGES_FILE, Registry
 from localcluster.runtime.process import ProcessRuntime
@@ -27,7 +29,9 @@ async def run_controllers(store, state_dir: Path, image_files: list[Path],
     runtime = ProcessRuntime(Path(state_dir))
     kubelet = Kubelet(store, Path(state_dir), registry, runtime, kubelet_config)
     jobs = JobController(store, job_config)
-    kubelet.start()
+    scheduler = Scheduler(store)
+    kubelet.start()  # registers its Node first, so the scheduler sees it from the start
+    scheduler.start()
     jobs_task = asyncio.ensure_future(jobs.run())
     deployments_task = asyncio.ensure_future(DeploymentController(store).run())
     quota_task = asyncio.ensure_future(QuotaController(store).run())
@@ -38,4 +42,5 @@ async def run_controllers(store, state_dir: Path, image_files: list[Path],
         for task in (jobs_task, deployments_task, quota_task):
             task.cancel()
         await asyncio.gather(jobs_task, deployments_task, quota_task, return_exceptions=True)
+        await scheduler.close()
         await kubelet.close()

@@ -1,14 +1,16 @@
-"""The kubelet (and scheduler) of the single node ``localcluster``.
+"""The kubelet of the single node ``localcluster``.
 
-For every pod it: schedules it (``spec.nodeName``, condition PodScheduled; a pod asking for more
-than the node's allocatable resources, or for a resource the node lacks such as
-``nvidia.com/gpu``, stays Pending/Unschedulable), gives it its network (`localcluster.network.netns`: a
-loopback pod IP 127.0.1.x on the host's network, or its own isolated namespace), sets up
-its volumes (`kubelet_volumes`), runs its init containers in order and then its containers
-through a `Runtime`, restarts them per ``restartPolicy`` (back-off 1s, 2s, 4s… capped at 10s —
-shorter than a real kubelet's 10s…5min), and writes the pod status and core/v1 Events as a real
-kubelet does. A pod marked for deletion gets SIGTERM, SIGKILL after its grace period, and is then
-removed from the store (``delete(..., grace_period_seconds=0)``).
+At start it registers its Node (`nodestatus.new_node`: capacity/allocatable from
+``KubeletConfig.allocatable``, conditions, nodeInfo, addresses, labels) and renews it every
+``node_status_interval`` seconds (lastHeartbeatTime). It runs only the pods bound to its node
+(``spec.nodeName``): the scheduler (`localcluster.controllers.scheduler`) binds them. For every
+such pod it gives it its network (`localcluster.network.netns`: a loopback pod IP 127.0.1.x on
+the host's network, or its own isolated namespace), sets up its volumes (`kubelet_volumes`),
+runs its init containers in order and then its containers through a `Runtime`, restarts them
+per ``restartPolicy`` (back-off 1s, 2s, 4s… capped at 10s — shorter than a real kubelet's
+10s…5min), and writes the pod status and core/v1 Events as a real kubelet does. A pod marked for
+deletion gets SIGTERM, SIGKILL after its grace period, and is then removed from the store
+(``delete(..., grace_period_seconds=0)``).
 
 Runtimes: the process runtime (`runtime.process`, the default) or, in docker mode
 (``serve --runtime docker``), `runtime.docker` with the pod network `docker_net` and images from
@@ -20,8 +22,9 @@ Logs: `read_log` (re-exported from `kubelet_logs`) serves ``pods/{name}/log``; f
 the pod is deleted.
 
 Modules: `kubelet_pod` (the per-pod worker), `kubelet_containers` (image, configuration, start,
-restarts), `kubelet_spec` (pure: scheduling fit, env, argv, identity), `kubelet_status` (pure:
-phase, conditions), `kubelet_volumes`, `kubelet_events`, `kubelet_logs`.
+restarts), `kubelet_spec` (pure: resources, env, argv, identity), `kubelet_status` (pure:
+phase, conditions), `nodestatus` (pure: the Node object), `kubelet_volumes`, `kubelet_events`,
+`kubelet_logs`.
 """
 from __future__ import annotations
 
@@ -35,11 +38,14 @@ from localcluster.network.docker_net import DockerNetwork, NetworkPolicyUnsuppor
 from localcluster.apiserver.incluster import InClusterAccess
 from localcluster.kubelet.events import EventRecorder
 from localcluster.kubelet.logs import LogError, read_log, resolve_log_path
+from localcluster.kubelet.fit import matches_node, shortfalls
+from localcluster.kubelet.nodestatus import heartbeat, new_node, node_labels
 from localcluster.kubelet.pod import TERMINAL, PodWorker
 from localcluster.kubelet.spec import NODE_NAME, parse_quantity, pod_requests
 from localcluster.network.netns import HostNetwork, IsolatedNetwork, NetworkError, PodNet
 from localcluster.runtime.registry import Registry
-from localcluster.apiserver.resources import CONFIGMAPS, PODS, SECRETS
+from localcluster.apiserver.errors import ApiError
+from localcluster.apiserver.resources import CONFIGMAPS, NODES, PODS, SECRETS
 from localcluster.runtime.base import ContainerSpec, Runtime
 
 __all__ = ["Kubelet", "KubeletConfig", "read_log", "resolve_log_path", "LogError"]
@@ -54,7 +60,10 @@ class KubeletConfig:
         "cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti"})
     backoff_initial: float = 1.0
     backoff_max: float = 10.0
-    retry_interval: float = 2.0  # re-check of unschedulable pods and failed mounts
+    retry_interval: float = 2.0  # re-check of failed mounts
+    # how often the Node's status is renewed (lastHeartbeatTime); a real kubelet reports every
+    # 10s when something changed and every 5 min otherwise (it renews a Lease in between)
+    node_status_interval: float = 60.0
     # None: the host's (localcluster.network.netns); docker mode: a docker_net.DockerNetwork
     network: HostNetwork | IsolatedNetwork | DockerNetwork | None = None
     # docker mode: the runtime and image source (docker_images.DockerImages) replace those
@@ -87,16 +96,52 @@ class Kubelet:
         self.worker_class = ImagePodWorker if hasattr(self.runtime, "runs_images") else PodWorker
         self.workers: dict[str, PodWorker] = {}
         self.closing = False
+        self._node_task: asyncio.Task | None = None
 
     def start(self) -> None:
+        self._register_node()
         self.store.subscribe(self._on_event)
         for pod in self.store.list(PODS)[0]:
             self._on_event("ADDED", PODS, pod)
+        self._node_task = asyncio.ensure_future(self._node_heartbeats())
+
+    # --- the Node ---
+
+    def _fresh_node(self) -> dict:
+        runtime = getattr(self.runtime, "version_string", None) or \
+            f"{type(self.runtime).__name__.removesuffix('Runtime').lower()}://localcluster"
+        return new_node(self.config.node_name, self.config.allocatable, runtime)
+
+    def _register_node(self) -> None:
+        fresh = self._fresh_node()
+        try:
+            self.store.create(NODES, None, fresh)
+        except ApiError as e:
+            if e.code != 409:
+                raise
+            # registered before (the same name): the kubelet takes its node over again
+            self.store.mutate(NODES, None, self.config.node_name,
+                              lambda node: heartbeat(node, fresh))
+
+    async def _node_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.node_status_interval)
+            fresh = self._fresh_node()
+            try:
+                self.store.mutate(NODES, None, self.config.node_name,
+                                  lambda node: heartbeat(node, fresh))
+            except ApiError as e:
+                # as a real kubelet: a deleted Node is not registered again until a restart
+                log.warning("cannot update the status of node %s: %s",
+                            self.config.node_name, e.message)
 
     async def close(self) -> None:
         """Stop every pod's containers (SIGTERM, then SIGKILL) and all workers."""
         self.closing = True
         self.store.unsubscribe(self._on_event)
+        if self._node_task is not None:
+            self._node_task.cancel()
+            await asyncio.gather(self._node_task, return_exceptions=True)
         workers = list(self.workers.values())
         for w in workers:
             w.task.cancel()
@@ -110,18 +155,13 @@ class Kubelet:
         if res == PODS:
             uid = obj["metadata"]["uid"]
             worker = self.workers.get(uid)
-            if etype == "DELETED" or (obj.get("status") or {}).get("phase") in TERMINAL:
-                self._poke_unscheduled(uid)  # resources freed: a waiting pod may fit now
             if etype == "DELETED":
                 if worker is not None:
                     worker.gone()
                 return
-            node = (obj.get("spec") or {}).get("nodeName")
-            if node and node != self.config.node_name:
-                return
+            if (obj.get("spec") or {}).get("nodeName") != self.config.node_name:
+                return  # not bound yet (the scheduler's), or another node's
             if worker is None:
-                if obj["metadata"].get("deletionTimestamp") and not node:
-                    return
                 self.workers[uid] = self.worker_class(self, obj)
             else:
                 worker.update(obj)
@@ -129,20 +169,37 @@ class Kubelet:
             for w in self.workers.values():  # a missing Secret/ConfigMap may exist now
                 w.poke.set()
 
-    def _poke_unscheduled(self, changed_uid: str) -> None:
-        for uid, w in self.workers.items():
-            if uid != changed_uid and not w.scheduled:
-                w.poke.set()
-
-    def used_resources(self, exclude: str) -> dict[str, Decimal]:
+    def admit(self, worker: PodWorker) -> tuple[str, str] | None:
+        """The kubelet's admission of a pod bound to it: None, or (reason, message) when the pod
+        must not run here: its node selector/affinity does not match (NodeAffinity), or the node
+        lacks what it requests next to the pods admitted before (OutOfcpu, OutOfnvidia.com/gpu,
+        OutOfpods ...). Pods the scheduler bound always pass; pods created with spec.nodeName
+        skip the scheduler and meet this."""
+        node = self.store.try_get(NODES, None, self.config.node_name)
+        labels = (node or {}).get("metadata", {}).get("labels") or node_labels(self.config.node_name)
+        if not matches_node(worker.pod, labels):
+            return "NodeAffinity", "Predicate NodeAffinity failed"
+        try:
+            requests = pod_requests(worker.pod)
+        except ValueError:
+            return None  # the API server validated the quantities
         used: dict[str, Decimal] = {"pods": Decimal(0)}
-        for uid, w in self.workers.items():
-            if uid == exclude or not w.scheduled or w.phase in TERMINAL:
+        for w in self.workers.values():
+            if w is worker or not w.admitted or w.phase in TERMINAL:
                 continue
             used["pods"] += 1
             for k, v in pod_requests(w.pod).items():
                 used[k] = used.get(k, Decimal(0)) + v
-        return used
+        lacking = shortfalls(requests, self.allocatable, used)
+        if not lacking:
+            return None
+        name = lacking[0]
+        scale = 1000 if name == "cpu" else 1  # the kubelet counts cpu in millicores
+        want = 1 if name == "pods" else requests.get(name, Decimal(0))
+        amounts = [int(v * scale) for v in (want, used.get(name, Decimal(0)),
+                                             self.allocatable.get(name, Decimal(0)))]
+        return (f"OutOf{name}", f"Node didn't have enough resource: {name}, requested: "
+                                f"{amounts[0]}, used: {amounts[1]}, capacity: {amounts[2]}")
 
     def _pod_ip_changed(self, uid: str, ip: str) -> None:
         """The docker network moved a running pod (new policies): its status shows the new IP,

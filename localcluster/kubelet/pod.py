@@ -1,4 +1,4 @@
-"""The kubelet's pod worker: one per pod, from scheduling to removal."""
+"""The kubelet's pod worker: one per pod bound to the kubelet's node, from start to removal."""
 from __future__ import annotations
 
 import asyncio
@@ -11,9 +11,8 @@ from localcluster.apiserver.errors import ApiError
 from localcluster.kubelet.containers import Backoff, ContainerRunner
 from localcluster.kubelet.dns import write_dns_files
 from localcluster.kubelet.logs import pod_dir
-from localcluster.kubelet.spec import unschedulable_message
 from localcluster.kubelet.status import (initial_status, pod_conditions, pod_phase, rfc3339,
-                                         set_condition, waiting)
+                                         waiting)
 from localcluster.kubelet.volumes import MountError, Volume, prepare_volumes
 from localcluster.apiserver.resources import CONFIGMAPS, PODS, SECRETS
 from localcluster.runtime.base import Container, ExitStatus
@@ -39,14 +38,14 @@ class Node(Protocol):
     workers: dict
     closing: bool
 
-    def used_resources(self, exclude: str) -> dict: ...
     def lookup(self, res) -> Callable[[str, str], dict | None]: ...
+    def admit(self, worker: "PodWorker") -> tuple[str, str] | None: ...
     def service_env(self, worker: "PodWorker") -> dict[str, str]: ...
     async def sandbox(self, worker: "PodWorker") -> Any: ...
 
 
 class PodWorker(ContainerRunner):
-    """Drives one pod from scheduling to removal."""
+    """Drives one bound pod from start to removal."""
 
     def __init__(self, kubelet: Node, pod: dict) -> None:
         self.k = kubelet
@@ -55,7 +54,6 @@ class PodWorker(ContainerRunner):
         self.uid, self.ns, self.name = meta["uid"], meta["namespace"], meta["name"]
         spec = pod.get("spec") or {}
         self.restart_policy = spec.get("restartPolicy") or "Always"
-        self.scheduled = bool(spec.get("nodeName"))
         self.phase = (pod.get("status") or {}).get("phase") or "Pending"
         self.conditions: list[dict] = list((pod.get("status") or {}).get("conditions") or [])
         self.init_statuses = [initial_status(c) for c in spec.get("initContainers") or []]
@@ -79,6 +77,8 @@ class PodWorker(ContainerRunner):
         self.poke = asyncio.Event()
         self.ending = asyncio.Event()
         self.removed = False
+        self.admitted = False  # passed the kubelet's admission: its requests count on the node
+        self.rejected = False
         self.reason: str | None = None  # pod-level status reason/message (DeadlineExceeded)
         self.message: str | None = None
         self.lifecycle: asyncio.Task | None = None
@@ -179,8 +179,16 @@ class PodWorker(ContainerRunner):
     async def _lifecycle(self) -> None:
         if self.phase in TERMINAL:
             return  # a finished pod from before (nothing to run)
-        if not self.scheduled:
-            await self._schedule()
+        rejection = self.k.admit(self)
+        if rejection is not None:
+            # as the kubelet's admission (lifecycle/predicate.go): never started, Failed
+            reason, message = rejection
+            self.phase, self.rejected = "Failed", True
+            self.reason, self.message = reason, f"Pod was rejected: {message}"
+            self._event_pod("Warning", reason, message)
+            self._push()
+            return
+        self.admitted = True
         net = await self.k.sandbox(self)
         self.pod_ip, self.netns = net.ip, net.netns
         self.start_time = rfc3339()
@@ -257,32 +265,6 @@ class PodWorker(ContainerRunner):
         except asyncio.TimeoutError:
             pass
 
-    async def _schedule(self) -> None:
-        last = None
-        while True:
-            msg = unschedulable_message(self.pod, self.k.allocatable,
-                                        self.k.used_resources(self.uid))
-            if msg is None:
-                break
-            if msg != last:
-                set_condition(self.conditions, "PodScheduled", "False", "Unschedulable", msg)
-                self._push()
-                self.k.events.record(self.pod, "Warning", "FailedScheduling", msg,
-                                     component="default-scheduler")
-                last = msg
-            await self._wait_poke(self.k.config.retry_interval * 5)
-        node = self.k.config.node_name
-
-        def bind(obj: dict) -> None:
-            if obj["metadata"]["uid"] == self.uid:
-                obj.setdefault("spec", {})["nodeName"] = node
-        self.pod = self.k.store.mutate(PODS, self.ns, self.name, bind)
-        self.scheduled = True
-        set_condition(self.conditions, "PodScheduled", "True")
-        self.k.events.record(self.pod, "Normal", "Scheduled",
-                             f"Successfully assigned {self.ns}/{self.name} to {node}",
-                             component="default-scheduler")
-
     async def _prepare_volumes(self) -> dict[str, Volume]:
         backoff = Backoff(self.k.config.backoff_initial, self.k.config.retry_interval * 4)
         while True:
@@ -311,8 +293,7 @@ class PodWorker(ContainerRunner):
         status: dict = {"phase": self.phase}
         if self.reason:
             status["reason"], status["message"] = self.reason, self.message
-        if not self.scheduled:
-            status["conditions"] = [dict(c) for c in self.conditions]
+        if self.rejected:
             return status
         self.conditions = pod_conditions(self.conditions, self.phase, self.sandbox_ready,
                                          self.init_done, self.init_statuses, self.statuses,

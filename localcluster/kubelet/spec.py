@@ -1,5 +1,5 @@
-"""Pure helpers of the kubelet: resource quantities, scheduling fit, env and command expansion,
-container identity. No I/O here; lookups of Secrets/ConfigMaps are passed in as functions."""
+"""Pure helpers of the kubelet: resource quantities and requests (which the scheduler uses too),
+env and command expansion, container identity. No I/O here; lookups of Secrets/ConfigMaps are passed in as functions."""
 from __future__ import annotations
 
 import base64
@@ -13,8 +13,6 @@ from localcluster.runtime.registry import Image
 
 NODE_NAME = "localcluster"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NODE_LABELS = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-               "kubernetes.io/arch": "amd64"}
 
 _SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
              "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
@@ -38,7 +36,7 @@ def parse_quantity(value: object) -> Decimal:
         raise ValueError(f"invalid resource quantity {value!r}") from e
 
 
-# --- scheduling --------------------------------------------------------------------------------
+# --- requests ----------------------------------------------------------------------------------
 
 def container_requests(container: dict) -> dict[str, Decimal]:
     res = container.get("resources") or {}
@@ -58,26 +56,6 @@ def pod_requests(pod: dict) -> dict[str, Decimal]:
         for k, v in container_requests(c).items():
             total[k] = max(total.get(k, Decimal(0)), v)
     return total
-
-
-def unschedulable_message(pod: dict, allocatable: dict[str, Decimal],
-                          used: dict[str, Decimal]) -> str | None:
-    """None when the pod fits the node, else the scheduler's FailedScheduling message."""
-    spec = pod.get("spec") or {}
-    selector = spec.get("nodeSelector") or {}
-    if any(NODE_LABELS.get(k) != v for k, v in selector.items()):
-        reasons = ["1 node(s) didn't match Pod's node affinity/selector"]
-    else:
-        reasons = []
-        for name, want in sorted(pod_requests(pod).items()):
-            if want <= 0:
-                continue
-            if want + used.get(name, Decimal(0)) > allocatable.get(name, Decimal(0)):
-                reasons.append(f"1 Insufficient {name}")
-    if not reasons:
-        return None
-    return (f"0/1 nodes are available: {', '.join(reasons)}. preemption: 0/1 nodes are "
-            f"available: 1 No preemption victims found for incoming pod.")
 
 
 # --- env and $(VAR) expansion -----------------------------------------------------------------

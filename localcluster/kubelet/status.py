@@ -115,6 +115,9 @@ def pod_conditions(existing: list[dict], phase: str, sandbox_ready: bool, init_d
         ready, reason, message = "True", None, None
     set_condition(conds, "Ready", ready, reason, message)
     set_condition(conds, "ContainersReady", ready, reason, message)
+    # the binding sets it; a pod created with spec.nodeName gets it from the kubelet
+    if not any(c["type"] == "PodScheduled" for c in conds):
+        set_condition(conds, "PodScheduled", "True")
     order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
              "PodScheduled"]
     conds.sort(key=lambda c: order.index(c["type"]) if c["type"] in order else len(order))

@@ -187,3 +187,23 @@ def test_explain_reads_the_openapi_v3_documents(cluster):
     out = kubectl(cluster, "explain", "jobs.spec.backoffLimit").stdout
     assert "GROUP:      batch" in out and "FIELD: backoffLimit <integer>" in out
     assert "Specifies the number of retries before marking this job failed" in out
+
+
+def test_get_nodes_prints_the_kubelets_node_as_a_real_server(cluster):
+    out = kubectl(cluster, "get", "nodes").stdout.splitlines()
+    assert out[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    name, status, roles, _age, version = out[1].split()
+    assert (name, status, roles) == ("localcluster", "Ready", "<none>")
+    assert version.startswith("v1.30.")
+    wide = kubectl(cluster, "get", "nodes", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:7] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP",
+                                   "EXTERNAL-IP"]
+    assert wide[1].split()[5] == "127.0.0.1"
+    kubectl(cluster, "cordon", "localcluster")
+    try:
+        assert kubectl(cluster, "get", "node", "localcluster").stdout.splitlines()[1].split()[1] \
+            == "Ready,SchedulingDisabled"
+    finally:
+        kubectl(cluster, "uncordon", "localcluster")
+    described = kubectl(cluster, "describe", "node", "localcluster").stdout
+    assert "KubeletReady" in described and "Allocatable:" in described

@@ -1,4 +1,4 @@
-"""Pure kubelet logic: quantities, scheduling fit, env/$(VAR) expansion, argv, identity, phase."""
+"""Pure kubelet logic: quantities, env/$(VAR) expansion, argv, identity, phase."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from localcluster.kubelet.spec import (ConfigError, build_argv, build_env, expand, identity,
-                                       parse_quantity, unschedulable_message)
+                                       parse_quantity, pod_requests)
 from localcluster.kubelet.status import pod_phase
 from localcluster.runtime.registry import Image
 
@@ -35,22 +35,12 @@ def test_parse_quantity_rejects_garbage():
         parse_quantity("12XB")
 
 
-def test_a_gpu_request_is_unschedulable_with_the_scheduler_message():
-    pod = _pod([{"name": "c", "resources": {"limits": {"nvidia.com/gpu": 1}}}])
-    msg = unschedulable_message(pod, ALLOC, {})
-    assert msg.startswith("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
-
-
-def test_requests_are_summed_and_compared_with_what_is_left():
+def test_requests_are_summed_over_containers_and_at_least_the_largest_init_container():
     pod = _pod([{"name": "a", "resources": {"requests": {"cpu": "1500m"}}},
-                {"name": "b", "resources": {"requests": {"cpu": "1"}}}])
-    assert unschedulable_message(pod, ALLOC, {}) is None
-    assert "1 Insufficient cpu" in unschedulable_message(pod, ALLOC, {"cpu": Decimal(2)})
-
-
-def test_a_node_selector_that_does_not_match_is_unschedulable():
-    pod = _pod(nodeSelector={"kubernetes.io/os": "windows"})
-    assert "didn't match Pod's node affinity/selector" in unschedulable_message(pod, ALLOC, {})
+                {"name": "b", "resources": {"limits": {"cpu": "1", "nvidia.com/gpu": 1}}}],
+               initContainers=[{"name": "i", "resources": {"requests": {"cpu": "3", "memory": "1Gi"}}}])
+    assert pod_requests(pod) == {"cpu": Decimal(3), "nvidia.com/gpu": Decimal(1),
+                                 "memory": Decimal(2**30)}
 
 
 @pytest.mark.parametrize("text,out", [

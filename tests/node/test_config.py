@@ -99,6 +99,7 @@ def test_defaults():
     assert (c.job.deadline_seconds, c.job.ttl_seconds_after_finished, c.job.backoff_limit,
             c.job.termination_grace_seconds, c.job.run_as_user, c.job.run_as_group) == (3600, 600, 0, 10, 1000, 1000)
     assert c.job.resources.requests == {"cpu": "100m", "memory": "128Mi"}
+    assert c.job.unschedulable_grace_seconds == 300
     assert (c.storage.mode, c.storage.claim_name) == ("hostPath", None)
     assert (c.completion.mode, c.completion.poll_interval_seconds, c.completion.watch_timeout_seconds) == (
         "watch", 1.0, 300)
@@ -238,6 +239,8 @@ def test_all_problems_at_once():
     ({"job": {"run_as_user": 0}}, "job.run_as_user", "at least 1"),
     ({"job": {"ttl_seconds_after_finished": -1}}, "job.ttl_seconds_after_finished", "at least 0"),
     ({"job": {"gpu_runtime_class_name": "Nvidia!"}}, "job.gpu_runtime_class_name", "runtime class name"),
+    ({"job": {"unschedulable_grace_seconds": -1}}, "job.unschedulable_grace_seconds", "at least 0"),
+    ({"job": {"unschedulable_grace_seconds": "5m"}}, "job.unschedulable_grace_seconds", "must be a number"),
     ({"job": {"deadline": 5}}, "job.deadline", "did you mean 'deadline_seconds'"),
     ({"storage": {"mode": "pvc"}}, "storage.claim_name", "required when storage.mode is pvc"),
     ({"storage": {"mode": "nfs"}}, "storage.mode", "hostPath, pvc"),

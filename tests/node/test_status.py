@@ -64,12 +64,24 @@ SCENARIOS = [
      ["FailedMount", "hostPath type check failed"]),
     ("job-active", ["pod-unschedulable"], [], S.START_FAILED, True, ["Unschedulable",
                                                                     "Insufficient nvidia.com/gpu"]),
+    # the API server refused the Job's pod (admission): only the Job controller's event tells
+    ("job-active", [], ["event-failedcreate-podsecurity"], S.START_FAILED, True,
+     ["refused", 'violates PodSecurity "baseline:latest": hostPath volumes']),
+    ("job-active", [], ["event-failedcreate-quota"], S.START_FAILED, True,
+     ["refused", "exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1"]),
+    ("job-active", [], ["event-failedcreate-runtimeclass"], S.START_FAILED, True,
+     ['pod rejected: RuntimeClass "nvidia" not found']),
+    # ... but once a pod exists (the refusal was passing), the pod decides
+    ("job-active", ["pod-running"], ["event-failedcreate-quota"], S.ACTIVE, False, []),
+    ("job-deadline", [], ["event-failedcreate-podsecurity"], S.CRASHED, True, ["deadline"]),
     # failures decided by the Job
     ("job-backofflimit", ["pod-failed-exit3"], [], S.CRASHED, True, ["exit code 3"]),
     ("job-backofflimit", ["pod-oomkilled"], [], S.CRASHED, True, ["OOMKilled", "exit code 137"]),
     ("job-backofflimit", ["pod-starterror"], [], S.START_FAILED, True, ["exit code 128",
                                                                        "executable file not found"]),
     ("job-backofflimit", ["pod-evicted"], [], S.FAILED, True, ["evicted", "low on resource: memory"]),
+    ("job-backofflimit", ["pod-outofgpu"], [], S.START_FAILED, True,
+     ["rejected by the kubelet", "enough resource: nvidia.com/gpu"]),
     ("job-backofflimit", ["pod-deleted"], [], S.FAILED, True, ["deleted outside the node"]),
     ("job-backofflimit", [], [], S.FAILED, True, ["removed"]),
     ("job-deadline", [], [], S.CRASHED, True, ["deadline", "active longer than specified deadline"]),
@@ -128,6 +140,24 @@ class TestUnschedulableGrace:
 
     def test_without_a_clock_it_waits(self):
         assert self.state(None).terminal is False
+
+
+def test_a_refusal_recorded_for_an_earlier_job_of_the_same_name_is_not_this_jobs():
+    event = load("event-failedcreate-podsecurity")
+    event["involvedObject"]["uid"] = "0e9f8a7b-0000-4000-8000-000000000000"
+    assert run_status(load("job-active"), [], events=[event]).status == S.PENDING
+
+
+def test_an_events_k8s_io_v1_refusal_is_read_too():
+    core = load("event-failedcreate-quota")
+    event = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "type": "Warning",
+             "reason": core["reason"], "note": core["message"], "regarding": core["involvedObject"],
+             "reportingController": "job-controller", "action": "",
+             "metadata": core["metadata"], "eventTime": "2024-06-03T10:15:02.000000Z"}
+    kubernetes_validate.validate(event, "1.30", strict=True)
+    state = run_status(load("job-active"), [], events=[event])
+    assert (state.status, state.reason) == (S.START_FAILED, "FailedCreate")
+    assert "exceeded quota" in state.detail
 
 
 def test_newest_pod_decides_progress():

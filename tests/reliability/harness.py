@@ -27,6 +27,9 @@ class FakeCluster:
         self.jobs: dict[str, dict] = {}
         self.created: list[str] = []
         self.rv = 0
+        self.pods: dict[str, dict] = {}  # none unless a test puts some there
+        self.events: list[dict] = []  # core/v1 Events, as listed by field selector
+        self.job_event_reads: list[str] = []
 
     def create_job(self, job: dict) -> dict:
         name = job["metadata"]["name"]
@@ -51,13 +54,19 @@ class FakeCluster:
     def list_objects(self, kind: str, selector: str) -> tuple[list[dict], str]:
         if kind == "jobs":
             return [copy.deepcopy(j) for j in self.jobs.values()], str(self.rv)
-        return [], str(self.rv)  # no pods: nothing runs in the fake
+        # no pods unless a test put some: nothing runs in the fake
+        return [copy.deepcopy(p) for p in self.pods.values()], str(self.rv)
 
     def pod_log(self, pod: str, container: str, limit_bytes: int) -> str:
         return ""
 
     def pod_events(self, pod: str) -> list[dict]:
         return []
+
+    def job_events(self, job: str) -> list[dict]:
+        self.job_event_reads.append(job)
+        return [copy.deepcopy(e) for e in self.events
+                if e["involvedObject"].get("kind") == "Job" and e["involvedObject"]["name"] == job]
 
 
 @dataclass
