@@ -198,6 +198,9 @@ def _parse_time(text: str) -> datetime | None:
 Rule = Callable[[_Facts], "RunState | None"]
 
 
+REFUSAL_LIMIT = 4000  # characters of an admission refusal kept in a run's detail
+
+
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -281,7 +284,8 @@ def _job_refused(f: _Facts) -> RunState | None:
     for reason, message in f.job_events:
         if reason in JOB_EVENT_REASONS:
             status, text = JOB_EVENT_REASONS[reason]
-            return RunState(status, True, _join(text, message), reason)
+            # whole: a Pod Security refusal lists every violation, and each is a fix to make
+            return RunState(status, True, f"{text}: {_short(message, REFUSAL_LIMIT)}", reason)
     return None
 
 
