@@ -27,6 +27,9 @@ class Resource:
     # DELETE answers with the object (as the real registry for pods, services, service
     # accounts) rather than a Success Status once the object is gone.
     delete_returns_object: bool = False
+    # The verbs served, when not all of the standard ones (e.g. ("create",) for access reviews,
+    # which are answered, never stored).
+    verbs: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -64,8 +67,10 @@ EVENTS = Resource("", "v1", "events", "Event", True, (),
                    "involvedObject.uid", "involvedObject.apiVersion",
                    "involvedObject.resourceVersion", "involvedObject.fieldPath",
                    "reason", "reportingComponent", "source", "type"), ("ev",))
-SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, (), (), ("sa",),
-                           delete_returns_object=True)
+# serviceaccounts/token: TokenRequest (localcluster.apiserver.incluster), how clients such as
+# `kubectl create token` get a token for an account
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("token",), (),
+                           ("sa",), delete_returns_object=True)
 JOBS = Resource("batch", "v1", "jobs", "Job", True, ("status",), ("status.successful",))
 NETWORKPOLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True,
                            (), (), ("netpol",))
@@ -73,10 +78,18 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, ("status
                        ("deploy",))
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True)
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True)
+CLUSTERROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
+CLUSTERROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings",
+                               "ClusterRoleBinding", False)
+SELFSUBJECTACCESSREVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
+                                    "SelfSubjectAccessReview", False, verbs=("create",))
+SELFSUBJECTRULESREVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectrulesreviews",
+                                   "SelfSubjectRulesReview", False, verbs=("create",))
 
 ALL: tuple[Resource, ...] = (NAMESPACES, PODS, SERVICES, SECRETS, CONFIGMAPS, EVENTS,
                              SERVICEACCOUNTS, JOBS, NETWORKPOLICIES, DEPLOYMENTS, ROLES,
-                             ROLEBINDINGS)
+                             ROLEBINDINGS, CLUSTERROLES, CLUSTERROLEBINDINGS,
+                             SELFSUBJECTACCESSREVIEWS, SELFSUBJECTRULESREVIEWS)
 
 _BY_KEY = {(r.group, r.version, r.plural): r for r in ALL}
 
