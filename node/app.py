@@ -5,7 +5,7 @@ import logging
 import threading
 from pathlib import Path
 
-from node import retry
+from node import permissions, retry
 from node.agent import Agent
 from node.cluster import Cluster, load_api_client
 from node.config import NodeConfig
@@ -90,6 +90,10 @@ class NodeApp:
             raise ClusterError(f"cannot apply the algorithms' network policy: {e}") from e
 
     def start(self) -> None:
+        # every permission the node will use, before anything starts: one missing stops the node
+        # here with its name (MissingPermissionsError), rather than failing runs later
+        retry.call(lambda: permissions.check(self.cluster.access_review, self.config),
+                   what="check the node's permissions", stop=self.stop_event)
         # without the proxy's Service (and the policy made from it) runs are refused with the
         # reason; the resolver keeps trying, so a Service created later is picked up
         if not self.proxy.refresh():
