@@ -56,7 +56,11 @@ def answer(store, issue: Issue, namespace: str, name: str, body: Any, api_audien
            now: float | None = None) -> dict:
     if not isinstance(body, dict):
         raise bad_request("the body of a TokenRequest must be a JSON object")
-    body = {**body, "kind": KIND, "apiVersion": API_VERSION}
+    spec = body.get("spec")
+    if isinstance(spec, dict):  # null is a field's zero value for the real server (kubectl
+        # sends "audiences": null)
+        spec = {k: v for k, v in spec.items() if v is not None}
+    body = {**body, "spec": spec, "kind": KIND, "apiVersion": API_VERSION}
     # the schema lists spec.audiences as required; the real server defaults an empty one
     causes = [c for c in validation.schema_causes(body) if c["reason"] != "FieldValueRequired"]
     if causes:
