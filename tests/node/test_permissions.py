@@ -267,3 +267,11 @@ def test_the_deployed_node_s_checks_all_pass_under_the_deployed_rbac(variant):
             denied.append(str(p))
     assert denied == []
     assert len(needed(config)) >= 12
+
+
+def test_a_409_on_a_review_is_passing():
+    """Reviews are stored nowhere; a 409 (injected faults give them) is worth a retry."""
+    from node.errors import TransientClusterError
+    cluster, _ = recording_cluster(conflict_on_create=True)
+    with pytest.raises(TransientClusterError):
+        cluster.access_review({"nonResourceAttributes": {"path": "/version", "verb": "get"}})
