@@ -179,8 +179,9 @@ def _method_not_allowed() -> ApiError:
 
 async def _create_only(request: web.Request, t: routing.Target) -> web.Response:
     """Types that are answered, never stored (the access reviews)."""
-    if t.name is not None:
-        raise routing._not_found(request.path)
+    if t.name is not None:  # no object paths: nothing is stored
+        raise ApiError(404, "NotFound", "the server could not find the requested resource "
+                       f"({request.path})")
     if request.method != "POST":
         raise _method_not_allowed()
     review = authorization.REVIEWS[t.res]
