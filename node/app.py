@@ -45,8 +45,12 @@ class NodeApp:
         self.reporter = Reporter(self.link, self.ledger, self.stop_event)
         self.live = (LiveManager(config.live, config.node_id, self.link.emit)
                      if config.live.enabled else None)
-        self.proxy = ProxyResolver(lambda: read_proxy_service(self.cluster, config),
-                                   self._apply_network_policy, self.stop_event)
+        # transient errors retried within each read: one 5xx at start would refuse the first
+        # runs until the next check (tests/reliability/test_faults.py)
+        self.proxy = ProxyResolver(
+            lambda: retry.call(lambda: read_proxy_service(self.cluster, config),
+                               what="read the proxy's Service", stop=self.stop_event),
+            self._apply_network_policy, self.stop_event)
         self.agent = Agent(config, self.cluster, self.ledger, self.workspace, self.reporter,
                            self.stop_event, live=self.live, proxy=self.proxy.current)
         selector = selector_for_node(config.node_id)
