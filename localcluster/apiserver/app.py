@@ -222,6 +222,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
             if t.res.namespaced and t.namespace is None:
                 raise ApiError(405, "MethodNotAllowed", "create needs a namespace in the path")
             body = await _body(request)
+            authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, None,
+                                           body)
             return _json(store.create(t.res, t.namespace, body), 201)
         if m == "DELETE":
             return await _delete_collection(request, t)
@@ -236,6 +238,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
         return _json(obj)
     if m == "PUT":
         body = await _body(request)
+        authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, t.name, body)
         return _json(store.replace(t.res, t.namespace, t.name, body, t.subresource))
     if m == "PATCH":
         ctype = request.content_type
@@ -245,6 +248,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
                            f"the body of the request was in an unknown format - accepted media "
                            f"types include: {', '.join(PATCH_TYPES)}")
         body = await _body(request)
+        authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, t.name,
+                                       body, patch_type)
         return _json(store.patch(t.res, t.namespace, t.name, body, patch_type, t.subresource))
     if m == "DELETE":
         if t.subresource:

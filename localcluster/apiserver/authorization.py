@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from localcluster.apiserver import rbac, validation
+from localcluster.apiserver import rbac, rbac_escalation, validation
 from localcluster.apiserver.errors import ApiError, bad_request, invalid
+from localcluster.apiserver.patch import apply_patch
 from localcluster.apiserver.requestinfo import RequestInfo
 from localcluster.apiserver.resources import (CLUSTERROLEBINDINGS, CLUSTERROLES, ROLEBINDINGS,
                                               ROLES, SELFSUBJECTACCESSREVIEWS,
@@ -45,6 +46,33 @@ def check(store, user: rbac.User, info: RequestInfo) -> None:
     if not decision.allowed:
         raise ApiError(403, "Forbidden", rbac.forbidden_message(user, info, decision.reason),
                        rbac.forbidden_details(info))
+
+
+_RBAC_KINDS = {ROLES: "Role", CLUSTERROLES: "ClusterRole", ROLEBINDINGS: "RoleBinding",
+               CLUSTERROLEBINDINGS: "ClusterRoleBinding"}
+
+
+def check_rbac_write(store, user: rbac.User | None, res, namespace: str | None,
+                     name: str | None, body: Any, patch_type: str | None = None) -> None:
+    """Escalation prevention for a create (name None), update or patch (patch_type) of an RBAC
+    object by a service account: the real 403 when it would grant what the user lacks."""
+    kind = _RBAC_KINDS.get(res)
+    if user is None or kind is None or not isinstance(body, (dict, list)):
+        return  # the admin; other types; a malformed body is refused by the store
+    obj = body
+    if patch_type is not None:
+        obj = apply_patch(store.get(res, namespace, name), body, patch_type)
+    if not isinstance(obj, dict):
+        return
+    why = rbac_escalation.escalation(StorePolicy(store), user, kind, namespace or "", obj)
+    if why is None:
+        return
+    code, text = why
+    obj_name = str((obj.get("metadata") or {}).get("name") or name or "")
+    details = {"name": obj_name, "group": rbac.GROUP, "kind": res.plural}
+    if code == 404:
+        raise ApiError(404, "NotFound", text, details)
+    raise ApiError(403, "Forbidden", f'{res} "{obj_name}" is forbidden: {text}', details)
 
 
 def _spec(res, body: Any) -> dict:

@@ -337,3 +337,24 @@ def test_store_defaults_and_validates_rbac_objects():
         store.patch(ROLEBINDINGS, "ns", "b", {"roleRef": {"name": "system:basic-user"}},
                     "merge")
     assert e.value.code == 422 and "cannot change roleRef" in e.value.message
+
+
+# --------------------------------------------------------------------------- escalation
+def test_only_held_permissions_can_be_granted():
+    from localcluster.apiserver.rbac_escalation import compact, missing
+    owner = [{"apiGroups": [""], "resources": ["pods", "*/log"], "verbs": ["get", "list"]},
+             {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": ["j"], "verbs": ["*"]},
+             {"nonResourceURLs": ["/api/*"], "verbs": ["get"]}]
+    assert missing(owner, [{"apiGroups": [""], "resources": ["pods", "pods/log"],
+                            "verbs": ["list"]}]) == []
+    assert missing(owner, [{"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": ["j"],
+                            "verbs": ["delete", "patch"]}]) == []
+    assert missing(owner, [{"nonResourceURLs": ["/api/v1"], "verbs": ["get"]}]) == []
+    lacking = missing(owner, [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]},       # "*" only from "*"
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},  # all names: not held
+        {"nonResourceURLs": ["/apis"], "verbs": ["get"]}])
+    assert [compact(r) for r in lacking] == [
+        '{APIGroups:[""], Resources:["pods"], Verbs:["*"]}',
+        '{APIGroups:["batch"], Resources:["jobs"], Verbs:["get"]}',
+        '{NonResourceURLs:["/apis"], Verbs:["get"]}']

@@ -269,3 +269,41 @@ def test_kubectl_create_token_and_auth_can_i(cluster, account, tmp_path):
             f'resource "pods" in API group "" in the namespace "{ns}"') in r.stderr
     assert kubectl(robot, "-n", ns, "get", "jobs").returncode == 0
     assert kubectl(cluster.kubeconfig, "auth", "can-i", "*", "*").stdout.strip() == "yes"
+
+
+def test_an_account_grants_only_what_it_holds(cluster, account):
+    ns, _, token = account
+    grant(cluster, ns, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+                        {"apiGroups": [G], "resources": ["roles", "rolebindings"],
+                         "verbs": ["create", "update", "patch"]}])
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.token_client(token))
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "held"}, "rules": [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})
+    with pytest.raises(ApiException) as e:
+        rbac.create_namespaced_role(ns, {"metadata": {"name": "more"}, "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]}]})
+    assert e.value.status == 403
+    groups = f'["system:serviceaccounts" "system:serviceaccounts:{ns}" "system:authenticated"]'
+    assert status_of(e.value)["message"] == (
+        f'roles.{G} "more" is forbidden: user "{user(ns)}" (groups={groups}) is attempting to '
+        f'grant RBAC permissions not currently held:\n'
+        '{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}')
+    with pytest.raises(ApiException) as e:  # a patch is checked on its result
+        rbac.patch_namespaced_role("held", ns, {"rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})
+    assert e.value.status == 403
+    # binding a role the account does not hold (cluster-admin) needs the bind verb
+    binding = {"metadata": {"name": "admin"},
+               "roleRef": {"apiGroup": G, "kind": "ClusterRole", "name": "cluster-admin"},
+               "subjects": [{"kind": "ServiceAccount", "name": "robot"}]}
+    with pytest.raises(ApiException) as e:
+        rbac.create_namespaced_role_binding(ns, binding)
+    assert e.value.status == 403 and "not currently held" in status_of(e.value)["message"]
+    admin = kubernetes.client.RbacAuthorizationV1Api(cluster.api_client())
+    admin.create_namespaced_role(ns, {"metadata": {"name": "binder"}, "rules": [
+        {"apiGroups": [G], "resources": ["clusterroles"], "resourceNames": ["cluster-admin"],
+         "verbs": ["bind"]}]})
+    admin.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "binder"}, "roleRef": {"apiGroup": G, "kind": "Role", "name": "binder"},
+        "subjects": [{"kind": "ServiceAccount", "name": "robot"}]})
+    rbac.create_namespaced_role_binding(ns, binding)  # now allowed: bind on that ClusterRole
