@@ -1,5 +1,6 @@
-"""Authorization of the API's requests and the access reviews, over the store's RBAC objects
-(the decisions are `localcluster.apiserver.rbac`'s).
+"""Authorization of the API's requests, escalation prevention on writes of RBAC objects, and the
+access reviews, over the store's RBAC objects (the decisions are `localcluster.apiserver.rbac`'s
+and `rbac_escalation`'s).
 
 Who is checked: every request authenticated with a service-account token. The kubeconfig's admin
 token is let through (as a real server lets ``system:masters`` through before RBAC); requests
