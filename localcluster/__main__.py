@@ -178,11 +178,13 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
 
     from localcluster import kubeconfig
     from localcluster.apiserver import tls as cluster_tls
+    from localcluster.apiserver import rbac_bootstrap
     from localcluster.apiserver.app import ApiSettings, make_app
     from localcluster.apiserver.store import Store
     from localcluster.kubelet import logs as kubelet_logs
 
     store = Store(history=settings.history)
+    rbac_bootstrap.seed(store)  # the default ClusterRoles and bindings, as a real server makes
     api = ApiSettings(token=secrets.token_urlsafe(32), state_dir=settings.state_dir,
                       bookmark_interval=settings.bookmark_interval, pod_logs=kubelet_logs)
     runner = web.AppRunner(make_app(store, api), shutdown_timeout=2.0, access_log=None)
@@ -210,6 +212,7 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
             await web.TCPSite(runner, pod_host, port, ssl_context=tls.server_context()).start()
         access = InClusterAccess(store, port, pod_host)
         api.authenticate = access.authenticate
+        api.request_token = access.request_token
         RootCaPublisher(store, tls.ca_pem).start()
     controllers = _start_controllers(store, settings, network, access)
     exit_code = 0

@@ -230,6 +230,25 @@ class Stack:
         finally:
             api.close()
 
+    def _node_kubeconfig(self, node_id: str, proxy: dict) -> Path:
+        """The node's kubeconfig with its ServiceAccount's token (localcluster.node_identity);
+        made once per node, so a restarted node (under injected faults too) reuses it."""
+        path = self.workdir / "nodes" / node_id / "kubeconfig"
+        if path.exists():
+            return path
+        from kubernetes import config
+
+        from localcluster import node_identity
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        try:
+            self._transient_retry(lambda: node_identity.apply_repo_rbac(api), "apply the node RBAC")
+            self._transient_retry(lambda: node_identity.grant_proxy_service(
+                api, proxy["namespace"], proxy["service"]), f"grant {proxy['service']}")
+            return self._transient_retry(lambda: node_identity.write_node_kubeconfig(
+                api, self.kubeconfig, path), f"a token for node {node_id}")
+        finally:
+            api.close()
+
     def start_server(self, nodes: list[NodeSpec], *, port: int = 0) -> None:
         self.nodes.update({n.node_id: n for n in nodes})
         cfg = {
@@ -318,6 +337,9 @@ class Stack:
         spec = self.nodes[node_id]
         cfg = self.node_config(spec)
         self._ensure_proxy_service(cfg["proxy"])
+        if self.cluster is not None and cfg["kubernetes"].get("kubeconfig") == str(self.kubeconfig):
+            # on the local stand-in the node runs as its ServiceAccount, under the repo's RBAC
+            cfg["kubernetes"]["kubeconfig"] = str(self._node_kubeconfig(node_id, cfg["proxy"]))
         path = self.workdir / f"node-{node_id}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         proc = self._spawn(f"node-{node_id}", ["-m", "node", "--config", str(path)],

@@ -158,6 +158,32 @@ class LocalCluster:
         self._api_clients.append(client)
         return client
 
+    def service_account_token(self, namespace: str, name: str,
+                              expiration_seconds: int = 3600) -> str:
+        """A token of the ServiceAccount (a TokenRequest, as `kubectl create token`): requests
+        made with it are authorized by RBAC, unlike the admin token's."""
+        from kubernetes import client as k8s
+        core = k8s.CoreV1Api(self.api_client())
+        answer = core.create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": expiration_seconds}})
+        return answer.status.token
+
+    def token_kubeconfig(self, token: str, path: Path) -> Path:
+        """A kubeconfig of this cluster that authenticates with token instead of the admin's."""
+        kc.write(path, self.server, token, ca_pem=kc.read_ca(self.kubeconfig))
+        return path
+
+    def token_client(self, token: str):
+        """A kubernetes ApiClient that authenticates with token (closed by stop())."""
+        from kubernetes import client as k8s
+        configuration = k8s.Configuration()
+        configuration.host = self.server
+        configuration.ssl_ca_cert = self.verify if isinstance(self.verify, str) else None
+        configuration.api_key = {"authorization": f"Bearer {token}"}
+        client = k8s.ApiClient(configuration)
+        self._api_clients.append(client)
+        return client
+
     def _request(self, method: str, path: str, **kw) -> Any:
         if self._session is None:
             raise LocalClusterError("the local cluster is not running")

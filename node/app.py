@@ -5,7 +5,7 @@ import logging
 import threading
 from pathlib import Path
 
-from node import retry
+from node import permissions, retry
 from node.agent import Agent
 from node.cluster import Cluster, load_api_client
 from node.config import NodeConfig
@@ -45,8 +45,12 @@ class NodeApp:
         self.reporter = Reporter(self.link, self.ledger, self.stop_event)
         self.live = (LiveManager(config.live, config.node_id, self.link.emit)
                      if config.live.enabled else None)
-        self.proxy = ProxyResolver(lambda: read_proxy_service(self.cluster, config),
-                                   self._apply_network_policy, self.stop_event)
+        # transient errors retried within each read: one 5xx at start would refuse the first
+        # runs until the next check (tests/reliability/test_faults.py)
+        self.proxy = ProxyResolver(
+            lambda: retry.call(lambda: read_proxy_service(self.cluster, config),
+                               what="read the proxy's Service", stop=self.stop_event),
+            self._apply_network_policy, self.stop_event)
         self.agent = Agent(config, self.cluster, self.ledger, self.workspace, self.reporter,
                            self.stop_event, live=self.live, proxy=self.proxy.current)
         selector = selector_for_node(config.node_id)
@@ -90,6 +94,10 @@ class NodeApp:
             raise ClusterError(f"cannot apply the algorithms' network policy: {e}") from e
 
     def start(self) -> None:
+        # every permission the node will use, before anything starts: one missing stops the node
+        # here with its name (MissingPermissionsError), rather than failing runs later
+        retry.call(lambda: permissions.check(self.cluster.access_review, self.config),
+                   what="check the node's permissions", stop=self.stop_event)
         # without the proxy's Service (and the policy made from it) runs are refused with the
         # reason; the resolver keeps trying, so a Service created later is picked up
         if not self.proxy.refresh():

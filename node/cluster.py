@@ -108,8 +108,29 @@ def load_api_client(config: NodeConfig) -> k8s.ApiClient:
         raise ClusterError(f"cannot load Kubernetes configuration: {e}") from e
 
 
+# The RBAC permissions each call below needs, as (verb, apiGroup, resource[/subresource]): in the
+# jobs namespace, but for get_service (the object it names) and access_review (granted to every
+# authenticated user). The node checks them at start (node/permissions.py); kubeconfs/base/rbac.yaml
+# grants exactly these; tests/node/test_permissions.py keeps this table true to the calls.
+PERMISSIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "create_job": (("create", "batch", "jobs"),),
+    "get_job": (("get", "batch", "jobs"),),
+    "delete_job": (("delete", "batch", "jobs"),),
+    "list_objects": (("list", "batch", "jobs"), ("list", "", "pods")),
+    "watch": (("watch", "batch", "jobs"), ("watch", "", "pods")),
+    "pod_log": (("get", "", "pods/log"),),
+    "pod_events": (("list", "", "events"),),
+    "job_events": (("list", "", "events"),),
+    "apply_network_policy": (("create", "networking.k8s.io", "networkpolicies"),
+                             ("patch", "networking.k8s.io", "networkpolicies")),
+    "get_service": (("get", "", "services"),),
+    "access_review": (),
+}
+
+
 class Cluster:
-    """Namespaced operations the node needs, on the jobs namespace only."""
+    """Namespaced operations the node needs, on the jobs namespace only (and the one Service
+    it reads its proxy's address from)."""
 
     def __init__(self, api_client: k8s.ApiClient, namespace: str, request_timeout: float):
         self.api_client = api_client
@@ -118,6 +139,7 @@ class Cluster:
         self.batch = k8s.BatchV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.net = k8s.NetworkingV1Api(api_client)
+        self.authz = k8s.AuthorizationV1Api(api_client)
 
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, job: dict) -> dict:
@@ -225,6 +247,26 @@ class Cluster:
             self.namespace, field_selector=f"involvedObject.kind=Job,involvedObject.name={job}",
             _preload_content=False, _request_timeout=self.timeout)))
         return body.get("items") or []
+
+    # -- services and access reviews -------------------------------------------------------
+    def get_service(self, namespace: str, name: str) -> dict:
+        return _json(_call(f"get service {namespace}/{name}", lambda: self.core.read_namespaced_service(
+            name, namespace, _preload_content=False, _request_timeout=self.timeout)))
+
+    def access_review(self, attributes: dict) -> dict:
+        """A SelfSubjectAccessReview's status ({"allowed": ..., "reason": ...}) for attributes:
+        {"resourceAttributes": {...}} or {"nonResourceAttributes": {...}}."""
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": attributes}
+        try:
+            resp = _call("create selfsubjectaccessreview",
+                         lambda: self.authz.create_self_subject_access_review(
+                             body, _preload_content=False, _request_timeout=self.timeout))
+        except ConflictError as e:
+            # a review is stored nowhere, so a 409 can only be passing (injected faults gave
+            # them): worth another try, not a reason for the node to exit at start
+            raise TransientClusterError(str(e)) from e
+        return _json(resp).get("status") or {}
 
     # -- network policy --------------------------------------------------------------------
     def apply_network_policy(self, policy: dict) -> None:

@@ -62,6 +62,19 @@ class TransientClusterError(ClusterError):
         self.retry_after = retry_after
 
 
+class MissingPermissionsError(ClusterError):
+    """The node's Kubernetes identity lacks permissions it needs (``missing``: one text each,
+    e.g. ``watch jobs.batch in namespace v6-jobs``); the message names every one."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(
+            "the node's Kubernetes identity lacks permissions it needs (RBAC):\n"
+            + "\n".join(f"  - {m}" for m in self.missing)
+            + "\ngrant them to the node's ServiceAccount (kubeconfs/base/rbac.yaml) and start "
+              "the node again")
+
+
 class ConflictError(ClusterError):
     """409 from the API: the object exists already or was changed meanwhile."""
 

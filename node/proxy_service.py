@@ -14,7 +14,7 @@ import threading
 from typing import Callable
 
 from node import retry
-from node.cluster import Cluster, _call, _json
+from node.cluster import Cluster
 from node.config import NodeConfig
 from node.errors import ClusterError
 from node.proxy_address import ProxyAddress, ProxyServiceError, parse_service
@@ -30,10 +30,7 @@ UNRESOLVED_RETRY_SECONDS = 2.0
 
 def read_proxy_service(cluster: Cluster, config: NodeConfig) -> ProxyAddress:
     proxy = config.proxy
-    what = f"get service {proxy.namespace}/{proxy.service}"
-    resp = _call(what, lambda: cluster.core.read_namespaced_service(
-        proxy.service, proxy.namespace, _preload_content=False, _request_timeout=cluster.timeout))
-    return parse_service(_json(resp), proxy.port)
+    return parse_service(cluster.get_service(proxy.namespace, proxy.service), proxy.port)
 
 
 class ProxyResolver:

@@ -12,11 +12,12 @@ from typing import Any, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
-from localcluster.apiserver import binding, discovery, openapi, routing, tables, watching, writes
+from localcluster.apiserver import (authorization, binding, discovery, openapi, rbac, requestinfo,
+                                    routing, tables, watching, writes)
 from localcluster.apiserver.errors import ApiError, bad_request
 from localcluster.apiserver.faults import REASONS, FaultConfigError, Faults
 from localcluster.apiserver.metrics import Metrics
-from localcluster.apiserver.resources import PODS
+from localcluster.apiserver.resources import PODS, SERVICEACCOUNTS
 from localcluster.apiserver.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,12 @@ class ApiSettings:
     server_address: str = "127.0.0.1:0"
     extra: dict[str, Any] = field(default_factory=dict)
     # Other bearer tokens the Kubernetes API accepts (service accounts, localcluster.apiserver.incluster):
-    # Authorization header -> user name, or None. Never for /localcluster/*.
+    # Authorization header -> user name, or None. Never for /localcluster/*. Their requests are
+    # authorized by RBAC (localcluster.apiserver.authorization); the admin token's are not.
     authenticate: Callable[[str], str | None] | None = None
+    # TokenRequest (serviceaccounts/<name>/token): (namespace, name, body) -> TokenRequest;
+    # None: not served (503), as without in-cluster access (plain http).
+    request_token: Callable[[str, str, Any], dict] | None = None
     # Where pod logs come from: the kubelet's log reader (localcluster.kubelet.logs), passed in
     # as a real API server reaches the kubelet; None: logs are not available (503).
     pod_logs: Any = None
@@ -69,8 +74,13 @@ async def api_middleware(request: web.Request, handler):
         if not admin:
             return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
         return await handler(request)
-    if not admin and not (settings.authenticate is not None and settings.authenticate(auth)):
-        return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
+    user = None
+    if not admin:
+        name = settings.authenticate(auth) if settings.authenticate is not None else None
+        if not name:
+            return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
+        user = rbac.service_account_user(name)
+    request["user"] = user  # None: the admin
     target = None
     try:
         if request.path.startswith(("/api/", "/apis/")):
@@ -81,6 +91,9 @@ async def api_middleware(request: web.Request, handler):
         verb = _verb(request, target)
         app[METRICS].count(verb, target.metric_resource if target
                            else request.path.rstrip("/") or "/")
+        if user is not None:  # before routing, as the real one: no 404 tells what exists
+            authorization.check(app[STORE], user,
+                                requestinfo.parse(request.method, request.path, request.query))
         code = app[FAULTS].pick_error(verb)
         if code is not None:
             raise ApiError(code, REASONS[code], f"injected fault ({code})")
@@ -181,11 +194,41 @@ def _target(request: web.Request) -> routing.Target:
     return target
 
 
+def _method_not_allowed() -> ApiError:
+    return ApiError(405, "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource")
+
+
+async def _create_only(request: web.Request, t: routing.Target) -> web.Response:
+    """Types that are answered, never stored (the access reviews)."""
+    if t.name is not None:  # no object paths: nothing is stored
+        raise ApiError(404, "NotFound", "the server could not find the requested resource "
+                       f"({request.path})")
+    if request.method != "POST":
+        raise _method_not_allowed()
+    review = authorization.REVIEWS[t.res]
+    return _json(review(request.app[STORE], request.get("user"), await _body(request)), 201)
+
+
+async def _token_request(request: web.Request, t: routing.Target) -> web.Response:
+    if request.method != "POST":
+        raise _method_not_allowed()
+    request_token = request.app[SETTINGS].request_token
+    if request_token is None:
+        raise ApiError(503, "ServiceUnavailable", "service account tokens are not available "
+                       "(the local cluster serves plain http)")
+    return _json(request_token(t.namespace, t.name, await _body(request)), 201)
+
+
 async def resource(request: web.Request) -> web.StreamResponse:
     t = _target(request)
     store = request.app[STORE]
     q = request.query
     m = request.method
+    if t.res.verbs:
+        return await _create_only(request, t)
+    if t.res == SERVICEACCOUNTS and t.subresource == "token":
+        return await _token_request(request, t)
     if t.name is None:
         if m == "GET":
             if routing.query_bool(q.get("watch")):

@@ -7,7 +7,8 @@ port protocol TCP, status.phase Pending and qosClass on create); Job (parallelis
 backoffLimit 6, completionMode NonIndexed, suspend false, selector and template labels with the
 controller uid unless manualSelector); Namespace (phase Active, kubernetes.io/metadata.name
 label); Service (type ClusterIP, allocated clusterIP, targetPort = port); Secret (type Opaque);
-NetworkPolicy (policyTypes); Secret stringData merged into data.
+NetworkPolicy (policyTypes); Secret stringData merged into data; RoleBinding and
+ClusterRoleBinding (roleRef and User/Group subjects in rbac.authorization.k8s.io).
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import ipaddress
 import itertools
 from typing import Callable
 
-from localcluster.apiserver.resources import (DEPLOYMENTS, JOBS, NAMESPACES, NETWORKPOLICIES, PODS, SECRETS,
-                                    SERVICES, Resource)
+from localcluster.apiserver import rbac_objects
+from localcluster.apiserver.resources import (CLUSTERROLEBINDINGS, DEPLOYMENTS, JOBS, NAMESPACES,
+                                              NETWORKPOLICIES, PODS, ROLEBINDINGS, SECRETS,
+                                              SERVICES, Resource)
 
 _service_ips = itertools.count(10)
 _SERVICE_NET = ipaddress.ip_address("10.96.0.0")
@@ -214,6 +217,7 @@ def _deployment(obj: dict, creating: bool, old: dict | None) -> None:
 _DEFAULTERS: dict[Resource, Callable[[dict, bool, dict | None], None]] = {
     PODS: _pod, JOBS: _job, NAMESPACES: _namespace, SERVICES: _service, SECRETS: _secret,
     NETWORKPOLICIES: _network_policy, DEPLOYMENTS: _deployment,
+    ROLEBINDINGS: rbac_objects.default_binding, CLUSTERROLEBINDINGS: rbac_objects.default_binding,
 }
 
 

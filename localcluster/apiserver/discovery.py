@@ -8,8 +8,11 @@ VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0", "gitCommit": "l
            "compiler": "gc", "platform": "linux/amd64"}
 
 _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-_SUB_VERBS = {"status": ["get", "patch", "update"], "log": ["get"], "binding": ["create"]}
-_SUB_KINDS = {"log": "Pod", "binding": "Binding"}
+_SUB_VERBS = {"status": ["get", "patch", "update"], "log": ["get"], "binding": ["create"],
+              "token": ["create"]}
+# Subresources whose kind is not their parent's: (group, version, kind)
+_SUB_KINDS = {"log": ("", "", "Pod"), "binding": ("", "", "Binding"),
+              "token": ("authentication.k8s.io", "v1", "TokenRequest")}
 
 
 def core_versions(server_address: str) -> dict:
@@ -43,11 +46,13 @@ def group(name: str) -> dict | None:
 
 def _entry(res: Resource) -> list[dict]:
     out = [{"name": res.plural, "singularName": res.singular or res.kind.lower(),
-            "namespaced": res.namespaced, "kind": res.kind, "verbs": _VERBS,
+            "namespaced": res.namespaced, "kind": res.kind, "verbs": list(res.verbs) or _VERBS,
             **({"shortNames": list(res.short_names)} if res.short_names else {})}]
     for sub in res.subresources:
+        group, version, kind = _SUB_KINDS.get(sub, ("", "", res.kind))
         out.append({"name": f"{res.plural}/{sub}", "singularName": "",
-                    "namespaced": res.namespaced, "kind": _SUB_KINDS.get(sub, res.kind),
+                    "namespaced": res.namespaced, "kind": kind,
+                    **({"group": group, "version": version} if group else {}),
                     "verbs": _SUB_VERBS.get(sub, ["get"])})
     return out
 

@@ -19,7 +19,7 @@ class ApiError(Exception):
         out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                "status": "Failure", "message": self.message,
                                "reason": self.reason, "code": self.code}
-        if self.details:
+        if self.details is not None:  # an empty one is sent too (a 403 on a path: "details":{})
             out["details"] = self.details
         return out
 

@@ -17,7 +17,10 @@ The parts, and who uses them:
     while the pod and the account exist, as bound tokens are; their expiry is the "extended" one
     of a kube-api-access token (a year), so nothing needs to rotate them.
   - `authenticate` (the API server's auth): an ``Authorization: Bearer`` header to the user name
-    ``system:serviceaccount:<ns>:<name>``, or None. RBAC is not enforced by the local cluster.
+    ``system:serviceaccount:<ns>:<name>``, or None (`localcluster.apiserver.authorization`
+    then checks its RBAC).
+  - `request_token` (the API's ``serviceaccounts/token``, `tokenrequest`): a token bound to the
+    account alone, or to a pod of it, as ``kubectl create token`` asks for.
   - `service_env` (the kubelet, every container): the ``kubernetes`` Service's variables, pointing
     at where the pod reaches the API (the host's loopback on the host network, the gateway of
     the pod's network otherwise).
@@ -37,6 +40,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from localcluster.apiserver import tokenrequest
 from localcluster.apiserver.errors import ApiError
 from localcluster.apiserver.resources import CONFIGMAPS, NAMESPACES, PODS, SERVICEACCOUNTS
 
@@ -124,8 +128,8 @@ class TokenClaims:
     namespace: str
     service_account: str
     service_account_uid: str
-    pod: str
-    pod_uid: str
+    pod: str = ""  # "": a token bound to the account only (a TokenRequest without boundObjectRef)
+    pod_uid: str = ""
 
     @property
     def username(self) -> str:
@@ -143,16 +147,18 @@ class TokenIssuer:
         return hmac.new(self._key, signing_input, hashlib.sha256).digest()
 
     def issue(self, claims: TokenClaims, now: float | None = None,
-              expiration_seconds: int = EXTENDED_EXPIRATION_SECONDS) -> str:
+              expiration_seconds: int = EXTENDED_EXPIRATION_SECONDS,
+              audiences: list[str] | None = None) -> str:
         now = int(time.time() if now is None else now)
         header = {"alg": "HS256", "typ": "JWT", "kid": self._kid}
-        body = {"iss": ISSUER, "aud": [ISSUER], "sub": claims.username, "iat": now, "nbf": now,
-                "exp": now + expiration_seconds, "jti": secrets.token_hex(16),
-                "kubernetes.io": {
-                    "namespace": claims.namespace,
-                    "pod": {"name": claims.pod, "uid": claims.pod_uid},
-                    "serviceaccount": {"name": claims.service_account,
-                                       "uid": claims.service_account_uid}}}
+        k8s: dict = {"namespace": claims.namespace,
+                     "serviceaccount": {"name": claims.service_account,
+                                        "uid": claims.service_account_uid}}
+        if claims.pod:
+            k8s["pod"] = {"name": claims.pod, "uid": claims.pod_uid}
+        body = {"iss": ISSUER, "aud": list(audiences or [ISSUER]), "sub": claims.username,
+                "iat": now, "nbf": now, "exp": now + expiration_seconds,
+                "jti": secrets.token_hex(16), "kubernetes.io": k8s}
         signing_input = (_b64(json.dumps(header, separators=(",", ":")).encode()) + "." +
                          _b64(json.dumps(body, separators=(",", ":")).encode())).encode()
         return signing_input.decode() + "." + _b64(self._sign(signing_input))
@@ -174,8 +180,9 @@ class TokenIssuer:
             if not body["nbf"] - 60 <= now < body["exp"]:  # a minute of clock skew, as the real one
                 return None
             k8s = body["kubernetes.io"]
+            pod = k8s.get("pod") or {"name": "", "uid": ""}
             return TokenClaims(k8s["namespace"], k8s["serviceaccount"]["name"],
-                               k8s["serviceaccount"]["uid"], k8s["pod"]["name"], k8s["pod"]["uid"])
+                               k8s["serviceaccount"]["uid"], pod["name"], pod["uid"])
         except (ValueError, KeyError, TypeError, AttributeError):
             return None  # not a token of ours (bad base64, JSON or claims)
 
@@ -217,14 +224,24 @@ class InClusterAccess:
         if claims is None:
             return None
         # Bound tokens die with their pod and their account (a new object of the same name too).
-        pod = self.store.try_get(PODS, claims.namespace, claims.pod)
         sa = self.store.try_get(SERVICEACCOUNTS, claims.namespace, claims.service_account)
-        if pod is None or pod["metadata"]["uid"] != claims.pod_uid or \
-                pod["metadata"].get("deletionTimestamp"):
-            return None
+        if claims.pod:
+            pod = self.store.try_get(PODS, claims.namespace, claims.pod)
+            if pod is None or pod["metadata"]["uid"] != claims.pod_uid or \
+                    pod["metadata"].get("deletionTimestamp"):
+                return None
         if sa is None or sa["metadata"]["uid"] != claims.service_account_uid:
             return None
         return claims.username
+
+    def request_token(self, namespace: str, name: str, body) -> dict:
+        """A TokenRequest (POST .../serviceaccounts/<name>/token) answered."""
+        def issue(sa: dict, pod: dict | None, expiration: int, audiences: list[str]) -> str:
+            claims = TokenClaims(namespace, name, sa["metadata"]["uid"],
+                                 pod["metadata"]["name"] if pod else "",
+                                 pod["metadata"]["uid"] if pod else "")
+            return self.issuer.issue(claims, expiration_seconds=expiration, audiences=audiences)
+        return tokenrequest.answer(self.store, issue, namespace, name, body, ISSUER)
 
     def service_env(self, pod: dict, host: str | None = None) -> dict[str, str]:
         """The ``kubernetes`` Service's variables for the pod; host: where this pod reaches the

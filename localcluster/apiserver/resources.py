@@ -30,6 +30,9 @@ class Resource:
     # create keeps the given .status (Nodes: the kubelet registers with its capacity) instead
     # of resetting it, as the real registry's PrepareForCreate does for most types
     create_keeps_status: bool = False
+    # The verbs served, when not all of the standard ones (e.g. ("create",) for access reviews,
+    # which are answered, never stored).
+    verbs: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -67,8 +70,10 @@ EVENTS = Resource("", "v1", "events", "Event", True, (),
                    "involvedObject.uid", "involvedObject.apiVersion",
                    "involvedObject.resourceVersion", "involvedObject.fieldPath",
                    "reason", "reportingComponent", "source", "type"), ("ev",))
-SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, (), (), ("sa",),
-                           delete_returns_object=True)
+# serviceaccounts/token: TokenRequest (localcluster.apiserver.incluster), how clients such as
+# `kubectl create token` get a token for an account
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("token",), (),
+                           ("sa",), delete_returns_object=True)
 JOBS = Resource("batch", "v1", "jobs", "Job", True, ("status",), ("status.successful",))
 NETWORKPOLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True,
                            (), (), ("netpol",))
@@ -76,6 +81,13 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, ("status
                        ("deploy",))
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True)
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True)
+CLUSTERROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
+CLUSTERROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings",
+                               "ClusterRoleBinding", False)
+SELFSUBJECTACCESSREVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
+                                    "SelfSubjectAccessReview", False, verbs=("create",))
+SELFSUBJECTRULESREVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectrulesreviews",
+                                   "SelfSubjectRulesReview", False, verbs=("create",))
 
 # --- admission (localcluster.apiserver.admission): quotas and runtime classes
 RESOURCEQUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota", True, ("status",), (),
@@ -89,7 +101,9 @@ NODES = Resource("", "v1", "nodes", "Node", False, ("status",), ("spec.unschedul
 
 ALL: tuple[Resource, ...] = (NAMESPACES, PODS, SERVICES, SECRETS, CONFIGMAPS, EVENTS,
                              SERVICEACCOUNTS, JOBS, NETWORKPOLICIES, DEPLOYMENTS, ROLES,
-                             ROLEBINDINGS, NODES) + ADMISSION_RESOURCES
+                             ROLEBINDINGS, CLUSTERROLES, CLUSTERROLEBINDINGS,
+                             SELFSUBJECTACCESSREVIEWS, SELFSUBJECTRULESREVIEWS,
+                             NODES) + ADMISSION_RESOURCES
 
 _BY_KEY = {(r.group, r.version, r.plural): r for r in ALL}
 

@@ -16,7 +16,8 @@ Two layers:
      env var names;
    - jobs: non-negative counts, activeDeadlineSeconds > 0, the selector matches the template
      labels; on update the selector and template are immutable;
-   - services: port numbers and unique port names.
+   - services: port numbers and unique port names;
+   - RBAC objects: `rbac_objects` (their names are path segments, not DNS subdomains).
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ import jsonschema
 from referencing import Registry
 from referencing import Resource as RefResource
 
+from localcluster.apiserver import rbac_objects
 from localcluster.apiserver.errors import invalid
-from localcluster.apiserver.resources import (DEPLOYMENTS, JOBS, NAMESPACES, PODS, SERVICES, Resource)
+from localcluster.apiserver.resources import (CLUSTERROLEBINDINGS, CLUSTERROLES, DEPLOYMENTS, JOBS,
+                                              NAMESPACES, PODS, ROLEBINDINGS, ROLES, SERVICES,
+                                              Resource)
 from localcluster.apiserver.selectors import LabelSelector
 from localcluster.apiserver.validation_dns import dns_causes
 
@@ -164,7 +168,7 @@ def _metadata(res: Resource, obj: dict) -> Iterator[Cause]:
     name = meta.get("name")
     if isinstance(name, str):
         check = dns1123_label_errors if res in (NAMESPACES, SERVICES, JOBS) \
-            else dns1123_subdomain_errors
+            else rbac_objects.path_segment_errors if res in _RBAC else dns1123_subdomain_errors
         for msg in check(name):
             yield _cause("metadata.name", f'Invalid value: "{name}": {msg}')
     yield from _labels("metadata.labels", meta.get("labels"))
@@ -324,8 +328,10 @@ def _deployment(obj: dict, old: dict | None) -> Iterator[Cause]:
     yield from pod_spec_causes(template.get("spec"), "spec.template.spec", ("Always",))
 
 
+_RBAC = (ROLES, CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS)
 _RULES: dict[Resource, Callable[[dict, dict | None], Iterator[Cause]]] = {
     PODS: _pod, JOBS: _job, SERVICES: _service, DEPLOYMENTS: _deployment,
+    **{r: rbac_objects.rules(dns1123_subdomain_errors)[r.kind] for r in _RBAC},
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
+from localcluster.apiserver import authorization
 from localcluster.apiserver import fieldvalidation as fv
 from localcluster.apiserver.errors import ApiError
 from localcluster.apiserver.patch import PATCH_TYPES
@@ -56,11 +57,13 @@ def _checked(request: web.Request, t: Target, body: Any) -> tuple[Any, list[str]
 
 async def create(request: web.Request, store: Store, t: Target) -> web.Response:
     body, warnings = _checked(request, t, await _decoded(request))
+    authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, None, body)
     return _stored(lambda: store.create(t.res, t.namespace, body, warnings=warnings), 201, warnings)
 
 
 async def replace(request: web.Request, store: Store, t: Target) -> web.Response:
     body, warnings = _checked(request, t, await _decoded(request))
+    authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, t.name, body)
     return _stored(lambda: store.replace(t.res, t.namespace, t.name, body, t.subresource,
                                          warnings=warnings), 200,
                    warnings)
@@ -90,6 +93,9 @@ async def patch(request: web.Request, store: Store, t: Target) -> web.Response:
                 patched, separators=(",", ":"), ensure_ascii=False)
             raise fv.patch_error(shown, found)
         warnings.extend(found)
+        # escalation prevention sees the object as it would be stored
+        authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, t.name,
+                                       pruned)
         return pruned
 
     return _stored(lambda: store.patch(t.res, t.namespace, t.name, body, patch_type,

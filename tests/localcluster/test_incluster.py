@@ -330,6 +330,14 @@ def test_pod_lists_pods_with_load_incluster_config(incluster_cluster, tmp_path):
     ns = "incluster-" + os.urandom(3).hex()
     core.create_namespace({"metadata": {"name": ns}})
     core.create_namespaced_service_account(ns, {"metadata": {"name": "lister"}})
+    # the cluster enforces RBAC: the account may list pods here, and nothing else
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.api_client())
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "pod-lister"}, "rules": [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})
+    rbac.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "pod-lister"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-lister"},
+        "subjects": [{"kind": "ServiceAccount", "name": "lister"}]})  # namespace: the binding's
 
     def python_pod(name: str, code: str, **spec) -> dict:
         main = {"name": "main", "image": image, "args": ["-c", code]}

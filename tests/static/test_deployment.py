@@ -9,14 +9,19 @@ import yaml
 
 from tests.static.support import VARIANTS, deployed_node_config, find, manifests
 
-# Exactly what node/cluster.py calls, per (apiGroup, resource).
-NODE_NEEDS = {
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "pods/log"): {"get"},
-    ("", "events"): {"list"},
-    ("networking.k8s.io", "networkpolicies"): {"create", "get", "patch"},
-}
+def _node_needs() -> dict[tuple[str, str], set[str]]:
+    """Exactly what node/cluster.py calls in the jobs namespace, per (apiGroup, resource)."""
+    from node.cluster import PERMISSIONS
+    needs: dict[tuple[str, str], set[str]] = {}
+    for method, perms in PERMISSIONS.items():
+        if method in ("get_service", "access_review"):  # the proxy's namespace; every user
+            continue
+        for verb, group, resource in perms:
+            needs.setdefault((group, resource), set()).add(verb)
+    return needs
+
+
+NODE_NEEDS = _node_needs()
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

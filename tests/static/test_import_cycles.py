@@ -88,5 +88,5 @@ def test_apiserver_imports_no_upper_layer():
 
 def test_localcluster_is_packages():
     top = sorted(p.name for p in (REPO / "localcluster").glob("*.py"))
-    assert top == ["__init__.py", "__main__.py", "demo.py", "k3d.py", "kubeconfig.py", "stack.py",
-                   "testing.py"]
+    assert top == ["__init__.py", "__main__.py", "demo.py", "k3d.py", "kubeconfig.py",
+                   "node_identity.py", "stack.py", "testing.py"]
