@@ -71,6 +71,7 @@ CALLS = {
     "watch": lambda c: [list(c.watch(k, "a=b", "1", 5)) for k in ("jobs", "pods")],
     "pod_log": lambda c: c.pod_log("p", "main", 100),
     "pod_events": lambda c: c.pod_events("p"),
+    "job_events": lambda c: c.job_events("j"),
     "apply_network_policy": lambda c: c.apply_network_policy({"metadata": {"name": "n"}}),
     "get_service": lambda c: c.get_service("v6-node", "v6-proxy"),
     "access_review": lambda c: c.access_review({"nonResourceAttributes": {"path": "/", "verb": "get"}}),
