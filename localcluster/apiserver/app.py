@@ -1,7 +1,6 @@
 """aiohttp application: auth, metrics, faults, error translation and the REST verbs."""
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -12,12 +11,12 @@ from typing import Any, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
-from localcluster.apiserver import (authorization, binding, discovery, openapi, rbac, requestinfo,
-                                    routing, tables, watching, writes)
+from localcluster.apiserver import (authorization, binding, discovery, openapi, podlog, rbac,
+                                    requestinfo, routing, tables, watching, writes)
 from localcluster.apiserver.errors import ApiError, bad_request
 from localcluster.apiserver.faults import REASONS, FaultConfigError, Faults
 from localcluster.apiserver.metrics import Metrics
-from localcluster.apiserver.resources import PODS, SERVICEACCOUNTS
+from localcluster.apiserver.resources import SERVICEACCOUNTS
 from localcluster.apiserver.store import Store
 
 log = logging.getLogger(__name__)
@@ -254,7 +253,8 @@ async def resource(request: web.Request) -> web.StreamResponse:
         return _json(binding.bind(store, t.namespace, t.name, await _body(request)), 201)
     if m == "GET":
         if t.subresource == "log":
-            return await _pod_log(request, t)
+            settings = request.app[SETTINGS]
+            return await podlog.serve(request, t, store, settings.pod_logs, settings.state_dir)
         obj = store.get(t.res, t.namespace, t.name)
         if _as_table(request, t):
             return _json(tables.table(t.res, [obj], obj["metadata"]["resourceVersion"],
@@ -313,74 +313,6 @@ async def _delete_collection(request: web.Request, t: routing.Target) -> web.Res
                 raise
     return _json({"kind": t.res.list_kind, "apiVersion": t.res.api_version,
                   "metadata": {"resourceVersion": store.resource_version}, "items": deleted})
-
-
-def _int_param(q, name: str) -> int | None:
-    if q.get(name) in (None, ""):
-        return None
-    try:
-        return int(q[name])
-    except ValueError:
-        raise bad_request(f"{name} must be an integer") from None
-
-
-async def _pod_log(request: web.Request, t: routing.Target) -> web.StreamResponse:
-    kubelet_logs = request.app[SETTINGS].pod_logs
-    if kubelet_logs is None:
-        raise ApiError(503, "ServiceUnavailable", "pod logs are not available")
-    store = request.app[STORE]
-    pod = store.get(PODS, t.namespace, t.name)
-    q = request.query
-    state_dir = request.app[SETTINGS].state_dir
-    if state_dir is None:
-        raise ApiError(503, "ServiceUnavailable", "pod logs are not available")
-    opts = {"tail_lines": _int_param(q, "tailLines"), "limit_bytes": _int_param(q, "limitBytes"),
-            "timestamps": routing.query_bool(q.get("timestamps"))}
-    previous = routing.query_bool(q.get("previous"))
-    try:
-        if routing.query_bool(q.get("follow")) and not previous:
-            path = kubelet_logs.resolve_log_path(state_dir, pod, q.get("container"))
-            return await _follow_log(request, t, path, q.get("container"), kubelet_logs, opts)
-        text = kubelet_logs.read_log(state_dir, pod, q.get("container"), previous=previous,
-                                     since_seconds=_int_param(q, "sinceSeconds"), **opts)
-    except kubelet_logs.LogError as e:
-        raise ApiError(e.code, REASONS.get(e.code, "BadRequest"), e.message) from e
-    return web.Response(text=text, content_type="text/plain")
-
-
-def _running(pod: dict | None, container: str | None) -> bool:
-    if pod is None:
-        return False
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if container in (None, cs.get("name")):
-            return "running" in (cs.get("state") or {})
-    return False
-
-
-async def _follow_log(request: web.Request, t: routing.Target, path: Path,
-                      container: str | None, kubelet_logs, opts: dict) -> web.StreamResponse:
-    """Stream the log while the container runs (follow=true)."""
-    resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-    resp.enable_chunked_encoding()
-    await resp.prepare(request)
-    store = request.app[STORE]
-    offset = 0
-    first = True
-    while True:
-        data = path.read_bytes()[offset:] if path.exists() else b""
-        complete = data[:data.rfind(b"\n") + 1]
-        if complete:
-            offset += len(complete)
-            text = kubelet_logs.format_records(
-                complete, timestamps=opts["timestamps"],
-                tail_lines=opts["tail_lines"] if first else None)
-            await resp.write(text.encode())
-        first = False
-        if not complete and not _running(store.try_get(PODS, t.namespace, t.name), container):
-            break
-        await asyncio.sleep(0.2)
-    await resp.write_eof()
-    return resp
 
 
 # ------------------------------------------------------------------------ /localcluster/*
