@@ -37,3 +37,30 @@ def test_pod_log(logging_cluster):
     assert e.value.status == 400
     core.delete_namespaced_pod("echo", "default")
     wait_until(lambda: not core.list_namespaced_pod("default").items, what="pod removal")
+
+
+def test_follow_streams_while_the_container_runs_and_ends_with_it(tmp_path):
+    images = tmp_path / "images.yaml"
+    images.write_text(yaml.safe_dump({"images": {"test/slow": {
+        "entrypoint": ["{python}", "-u", "-c",
+                       "import time; print('one'); time.sleep(5); print('two')"],
+        "cmd": [], "user": 1000}}}))
+    with LocalCluster(images=[images]) as lc:
+        core = kubernetes.client.CoreV1Api(lc.api_client())
+        core.create_namespaced_pod("default", {"metadata": {"name": "slow"}, "spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "test/slow"}]}})
+        wait_until(lambda: core.read_namespaced_pod("slow", "default").status.phase == "Running",
+                   timeout=20, what="the pod to run")
+        stream = core.read_namespaced_pod_log("slow", "default", follow=True,
+                                              _preload_content=False)
+        try:
+            lines = stream.stream(amt=64)
+            first = next(lines)
+            assert first.startswith(b"one\n")
+            # the first line came while the container still runs: it was streamed, not read after
+            assert core.read_namespaced_pod("slow", "default").status.phase == "Running"
+            rest = b"".join(lines)  # ends when the container does
+        finally:
+            stream.release_conn()
+        assert (first + rest).decode().splitlines() == ["one", "two"]
+        assert core.read_namespaced_pod("slow", "default").status.phase == "Succeeded"
