@@ -15,13 +15,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks import latency, procstat, report, scale
+from benchmarks import latency, live_cost, procstat, report, scale
 from benchmarks.harness import REPO, Bench, BenchError, start_bench
 from benchmarks.proxy_bench import ProxyRig
 from benchmarks.stats import across, spread
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
+# (name, completion mode, live channel): the node's defaults first, then the live channel off,
+# then the vantage6-style baseline (polling every second, otherwise the defaults)
+CONFIGS = (("watch", "watch", True), ("watch-nolive", "watch", False), ("poll", "poll", True))
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Settings:
     tasks: int              # tasks per mode per repeat (dispatch, completion, API cost)
     scale_levels: tuple[int, ...]
     scale_repeats: int
+    scale_configs: tuple[str, ...]  # which of CONFIGS run the scale levels
+    progress_tasks: int     # live-channel progress tasks per repeat
     idle_seconds: float     # minimum idle window per repeat
     proxy_requests: int     # per side per repeat
     stream_bytes: int
@@ -47,6 +52,9 @@ def settings_from(argv: list[str] | None) -> Settings:
     p.add_argument("--tasks", type=int)
     p.add_argument("--scale", help="runs in flight per level, comma separated (e.g. 10,100,1000)")
     p.add_argument("--scale-repeats", type=int)
+    p.add_argument("--scale-configs", help="which stacks run the scale levels, comma separated: "
+                   + ", ".join(c[0] for c in CONFIGS) + " (default: all)")
+    p.add_argument("--progress-tasks", type=int, help="live-channel progress tasks per repeat")
     p.add_argument("--idle-seconds", type=float)
     p.add_argument("--proxy-requests", type=int)
     p.add_argument("--stream-mb", type=int, help="megabytes streamed through the proxy")
@@ -56,13 +64,20 @@ def settings_from(argv: list[str] | None) -> Settings:
     a = p.parse_args(argv)
     q = a.quick
     levels = tuple(int(x) for x in a.scale.split(",")) if a.scale else \
-        ((2, 5) if q else (10, 100, 1000))
+        ((2, 5) if q else (10, 100, 1000, 5000))
+    names = [c[0] for c in CONFIGS]
+    configs = tuple(x.strip() for x in a.scale_configs.split(",")) if a.scale_configs else \
+        tuple(names)
+    if any(c not in names for c in configs):
+        p.error(f"--scale-configs: choose from {', '.join(names)}")
     if any(n < 1 for n in levels) or any(v is not None and v < 1 for v in
-                                         (a.repeats, a.tasks, a.scale_repeats, a.proxy_requests)):
+                                         (a.repeats, a.tasks, a.scale_repeats, a.proxy_requests,
+                                          a.progress_tasks)):
         p.error("counts must be positive")
     return Settings(
         quick=q, repeats=a.repeats or (2 if q else 3), tasks=a.tasks or (3 if q else 25),
-        scale_levels=levels, scale_repeats=a.scale_repeats or (1 if q else 2),
+        scale_levels=levels, scale_repeats=a.scale_repeats or 1, scale_configs=configs,
+        progress_tasks=a.progress_tasks or (2 if q else 5),
         idle_seconds=a.idle_seconds if a.idle_seconds is not None else (3 if q else 40),
         proxy_requests=a.proxy_requests or (100 if q else 2000),
         stream_bytes=(a.stream_mb or (20 if q else 1000)) * 1_000_000,
@@ -118,15 +133,24 @@ def run(s: Settings) -> dict:
     benches: dict[str, Bench] = {}
     rig = None
     try:
-        log.info("starting two stacks (completion by watch and by polling every %.1f s)",
-                 s.poll_interval)
-        for mode in ("watch", "poll"):
-            benches[mode] = start_bench(s.workdir / mode, mode, s.poll_interval)
+        log.info("starting %d stacks: %s (poll: every %.1f s)", len(CONFIGS),
+                 ", ".join(c[0] for c in CONFIGS), s.poll_interval)
+        gates = {}
+        for name, mode, live in CONFIGS:
+            gates[name] = scale.Gate(s.workdir / name / "fake-gate")
+            gates[name].reset()
+            images = s.workdir / name / "fake-images.yaml"
+            images.write_text(scale.fake_images(gates[name].root))
+            benches[name] = start_bench(s.workdir / name, mode, s.poll_interval, live=live,
+                                        images=[images])
         rig = ProxyRig(s.workdir / "proxy")
-        lat_runs, idle_runs, proxy_runs = [], [], []
+        lat_runs, idle_runs, proxy_runs, progress_runs = [], [], [], []
         for i in range(s.repeats):
-            log.info("repeat %d/%d: %d tasks per mode, one at a time", i + 1, s.repeats, s.tasks)
+            log.info("repeat %d/%d: %d tasks per stack, one at a time", i + 1, s.repeats, s.tasks)
             lat_runs.append(latency.run_latency(benches, s.tasks))
+            log.info("repeat %d/%d: %d live-channel progress tasks", i + 1, s.repeats,
+                     s.progress_tasks)
+            progress_runs.append(live_cost.run_progress(benches["watch"], s.progress_tasks))
             log.info("repeat %d/%d: idle nodes (>= %.0f s) while the proxy is measured",
                      i + 1, s.repeats, s.idle_seconds)
             idle, proxy = _idle_window(benches, rig, s)
@@ -149,16 +173,25 @@ def run(s: Settings) -> dict:
             "stream_bytes": s.stream_bytes, "requests_per_repeat": s.proxy_requests,
             "raw": proxy_runs}
         results["latency_raw"] = lat_runs
+        results["progress"] = {
+            "latency_ms": across([r["latency_ms"] for r in progress_runs], ("p50", "p99", "mean")),
+            "lines_written": sum(r["lines_written"] for r in progress_runs),
+            "lines_received": sum(r["lines_received"] for r in progress_runs),
+            "raw": progress_runs}
         rig.close()
         rig = None
-        benches.pop("poll").close()  # the scale levels run alone
-        watch = benches["watch"]
-        levels: dict[str, list[dict]] = {}
+        # one stack at a time runs the levels; the others stay idle (watch nodes cost nothing
+        # then, a polling node lists its few Jobs every second)
+        levels: dict[str, dict[str, list[dict]]] = {}
         for i in range(s.scale_repeats):
             for n in s.scale_levels:
-                log.info("scale repeat %d/%d: %d runs in flight", i + 1, s.scale_repeats, n)
-                levels.setdefault(str(n), []).append(scale.run_level(watch, n, timeout=900))
-        results["scale"] = {"levels": {n: _combine_level(runs) for n, runs in levels.items()},
+                for name in s.scale_configs:
+                    log.info("scale repeat %d/%d: %d runs in flight, %s", i + 1,
+                             s.scale_repeats, n, name)
+                    levels.setdefault(name, {}).setdefault(str(n), []).append(
+                        scale.run_level(benches[name], gates[name], n, timeout=1200))
+        results["scale"] = {"levels": {name: {n: _combine_level(runs) for n, runs in by_n.items()}
+                                       for name, by_n in levels.items()},
                             "raw": levels}
     finally:
         if rig is not None:
@@ -174,6 +207,8 @@ def _combine_level(runs: list[dict]) -> dict:
     out = {}
     for key in ("node_cpu_ms_per_task", "node_cpu_ms_per_task_start", "node_cpu_ms_per_task_finish",
                 "node_peak_rss_mb", "node_rss_idle_mb", "node_rss_in_flight_mb",
+                "node_fds_idle", "node_sockets_idle", "node_fds_in_flight",
+                "node_sockets_in_flight", "node_fds_peak", "node_sockets_peak",
                 "api_requests_per_task", "seconds_to_all_in_flight",
                 "seconds_release_to_all_results", "cluster_cpu_seconds", "seconds_to_submit"):
         out[key] = spread(r[key] for r in runs)

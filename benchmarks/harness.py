@@ -65,11 +65,13 @@ class BenchCluster(LocalCluster):
 
 @dataclass
 class Bench:
-    """One local cluster + server + node (completion `mode`), and the researcher's socket."""
+    """One local cluster + server + node (completion `mode`, live channel on or off), and the
+    researcher's socket."""
     stack: Stack
     mode: str
     listener: "ResultListener"
     gate_dir: Path
+    live: bool = True
 
     @property
     def cluster(self) -> BenchCluster:
@@ -102,8 +104,10 @@ class Bench:
 
 
 def start_bench(workdir: Path, mode: str, poll_interval: float = 1.0,
-                cluster_args: list[str] | None = None) -> Bench:
-    """Start the cluster, server and node; the node finishes runs by `mode` (watch or poll)."""
+                cluster_args: list[str] | None = None, live: bool = True,
+                images: list[Path] | None = None) -> Bench:
+    """Start the cluster, server and node; the node finishes runs by `mode` (watch or poll),
+    with the live channel on (the node's default) or off."""
     workdir.mkdir(parents=True, exist_ok=True)
     gate_dir = workdir / "gate"
     gate_dir.mkdir(exist_ok=True)
@@ -113,21 +117,18 @@ def start_bench(workdir: Path, mode: str, poll_interval: float = 1.0,
     try:
         state = stack.workdir / "cluster"
         state.mkdir(parents=True, exist_ok=True)
-        stack.cluster = BenchCluster(images=[BENCH_IMAGES], state_dir=state,
+        stack.cluster = BenchCluster(images=[BENCH_IMAGES, *(images or [])], state_dir=state,
                                      extra_args=cluster_args or ["--log-level", "WARNING"])
         stack.cluster.start()
         stack.kubeconfig = Path(stack.cluster.kubeconfig)
         stack._ensure_namespace(JOBS_NAMESPACE)
+        extra = {"images": {"allowed": ["bench/*"]}, "job": BENCH_JOB,
+                 "completion": {"mode": mode, "poll_interval_seconds": poll_interval}}
+        if not live:  # else the node's default: the live channel on
+            extra["live"] = {"enabled": False}
         spec = NodeSpec(NODE_ID, f"key-{NODE_ID}-{secrets.token_hex(8)}",
                         [{"label": "gate", "uri": str(gate_dir), "type": "folder"}],
-                        completion_mode=mode,
-                        extra={"images": {"allowed": ["bench/*"]}, "job": BENCH_JOB,
-                               "completion": {"mode": mode,
-                                              "poll_interval_seconds": poll_interval},
-                               # the figures are the node's Kubernetes path (as before the live
-                               # channel was on by default): a sidecar process per pod would
-                               # make 1,000 runs in flight 1,000 more Python processes here
-                               "live": {"enabled": False}})
+                        completion_mode=mode, extra=extra)
         stack.start_server([spec])
         stack.start_proxy()  # algorithm pods would reach the server through it
         stack.start_node(NODE_ID)
@@ -135,17 +136,20 @@ def start_bench(workdir: Path, mode: str, poll_interval: float = 1.0,
     except BaseException:
         stack.close()
         raise
-    return Bench(stack, mode, listener, gate_dir)
+    return Bench(stack, mode, listener, gate_dir, live)
 
 
 class ResultListener:
-    """A researcher's socket: when each `task_result` arrived (wall clock) and its data."""
+    """A researcher's socket: when each `task_result` and `task_progress` arrived (wall clock)
+    and its data."""
 
     def __init__(self, url: str, key: str):
         self.results: dict[int, tuple[float, dict]] = {}
+        self.progress: list[tuple[float, dict]] = []
         self._cond = threading.Condition()
         self.sio = socketio.Client(reconnection=True)
         self.sio.on("task_result", self._on_result)
+        self.sio.on("task_progress", self._on_progress)
         self.sio.connect(url, auth={"api_key": key}, transports=["websocket"], wait_timeout=10)
 
     def _on_result(self, data: dict) -> None:
@@ -153,6 +157,11 @@ class ResultListener:
         with self._cond:
             self.results[int(data["run_id"])] = (at, data)
             self._cond.notify_all()
+
+    def _on_progress(self, data: dict) -> None:
+        at = time.time()
+        with self._cond:
+            self.progress.append((at, data))
 
     def wait(self, run_ids, timeout: float) -> None:
         want = set(run_ids)

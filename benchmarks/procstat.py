@@ -39,3 +39,17 @@ def reset_peak_rss(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def fds(pid: int) -> tuple[int, int]:
+    """(open file descriptors, of which sockets) of the process now."""
+    total = sockets = 0
+    base = f"/proc/{pid}/fd"
+    for name in os.listdir(base):
+        total += 1
+        try:
+            if os.readlink(f"{base}/{name}").startswith("socket:"):
+                sockets += 1
+        except OSError:  # closed meanwhile
+            total -= 1
+    return total, sockets

@@ -40,7 +40,7 @@ def test_tiny_benchmark_writes_well_formed_results(tmp_path):
     assert {p.name for p in paths} == {"results.json", "results.md"}
     loaded = json.loads((tmp_path / "out" / "results.json").read_text())
     assert all(math.isfinite(x) for x in _numbers(loaded))
-    for mode in ("watch", "poll"):
+    for mode in ("watch", "watch-nolive", "poll"):
         lat = loaded["latency"][mode]
         assert lat["tasks_per_repeat"] == 2
         assert lat["statuses"] == [{"completed": 2}]
@@ -49,13 +49,23 @@ def test_tiny_benchmark_writes_well_formed_results(tmp_path):
             assert lat[fig]["p50"]["min"] <= lat[fig]["p50"]["median"] <= lat[fig]["p50"]["max"]
         assert lat["api_requests_by_verb_per_task"].get("create jobs", 0) >= 1
         assert loaded["idle"][mode]["requests_per_minute"]["median"] >= 0
-    level = loaded["scale"]["levels"]["2"]
-    assert level["statuses"] == [{"completed": 2}]
-    assert level["node_peak_rss_mb"]["median"] > 0
+    for config in ("watch", "watch-nolive", "poll"):
+        level = loaded["scale"]["levels"][config]["2"]
+        assert level["statuses"] == [{"completed": 2}], config
+        assert level["node_peak_rss_mb"]["median"] > 0
+        assert level["completion_ms"]["p99"]["median"] is not None
+        assert level["node_fds_peak"]["median"] > 0
+    # live on: every in-flight run's sidecar is followed by two ZeroMQ sockets
+    on = loaded["scale"]["levels"]["watch"]["2"]["node_sockets_in_flight"]["median"]
+    off = loaded["scale"]["levels"]["watch-nolive"]["2"]["node_sockets_in_flight"]["median"]
+    assert on >= off + 4
+    progress = loaded["progress"]
+    assert progress["lines_received"] == progress["lines_written"] > 0
+    assert progress["latency_ms"]["p50"]["median"] > 0
     assert loaded["proxy"]["stream"]["proxy_peak_rss_mb"]["median"] > 0
     assert loaded["proxy"]["latency"]["proxy_ms"]["p50"]["median"] > 0
     names = [t["name"] for t in loaded["targets"]]
-    assert len(names) == 9
+    assert len(names) == 12
     # "flat" compares two levels; with one level it cannot be judged
     assert all(t["met"] in (True, False) for t in loaded["targets"] if "CPU per task" not in t["name"])
     md = (tmp_path / "out" / "results.md").read_text()
