@@ -268,7 +268,7 @@ def _start_controllers(store, settings: ServeSettings, network,
     config = kwargs.setdefault("kubelet_config", KubeletConfig())
     if settings.runtime == "fake":
         from localcluster.runtime.fake import FakeRuntime
-        config.runtime = FakeRuntime(settings.state_dir)
+        config.runtime = FakeRuntime()
     config.incluster, config.host_root = access, settings.host_root
     from localcluster.controllers.jobs import JobControllerConfig
     kwargs["job_config"] = JobControllerConfig(create_backoff_initial=settings.job_api_backoff)

@@ -31,7 +31,7 @@ async def run_controllers(store, state_dir: Path, image_files: list[Path],
     registry = Registry.load([DEFAULT_IMAGES_FILE, *image_files])
     runtime = ProcessRuntime(Path(state_dir))
     if registry.has_fakes() and (kubelet_config is None or kubelet_config.runtime is None):
-        runtime = ProcessOrFakeRuntime(runtime, FakeRuntime(Path(state_dir)))
+        runtime = ProcessOrFakeRuntime(runtime, FakeRuntime())
     kubelet = Kubelet(store, Path(state_dir), registry, runtime, kubelet_config)
     jobs = JobController(store, job_config)
     scheduler = Scheduler(store)

@@ -93,7 +93,7 @@ def _log(spec: ContainerSpec, text: str, stream: str = "stdout") -> None:
 class FakeRuntime(Runtime):
     fake_pods = "all"  # the kubelet runs every pod fake (Kubelet.fake_pod)
 
-    def __init__(self, state_dir: Path | None = None, python: str | None = None) -> None:
+    def __init__(self, python: str | None = None) -> None:
         self.host = SidecarHost(python)
         self._containers: dict[str, FakeContainer] = {}
 

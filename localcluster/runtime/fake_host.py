@@ -104,14 +104,14 @@ class SidecarHost:
                 if callback is not None:
                     callback(int(arg))
         await proc.wait()
-        if self.exits or self.ready:
-            log.warning("fake runtime: the sidecar host exited with %s while hosting %d "
-                        "sidecars", proc.returncode, len(self.exits))
         for cid, fut in self.ready.items():  # still starting: start() raises, nothing exits
             self.exits.pop(cid, None)
             if not fut.done():
                 fut.set_exception(HostError(f"the sidecar host exited ({proc.returncode})"))
         exits, self.exits = self.exits, {}
+        if exits:
+            log.warning("fake runtime: the sidecar host exited with %s while hosting %d "
+                        "sidecars", proc.returncode, len(exits))
         for callback in exits.values():
             callback(None)
 
