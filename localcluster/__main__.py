@@ -1,6 +1,6 @@
 """Command line: ``python -m localcluster serve --state-dir DIR [--port 0] [--images FILE ...]
 [--history N] [--pod-network host|isolated|auto] [--pod-cidr CIDR] [--egress-allow HOST:PORT ...]
-[--runtime process|docker] [--cpu N] [--memory Q] [--pods N] [--gpus N]``,
+[--runtime process|docker|fake] [--cpu N] [--memory Q] [--pods N] [--gpus N]``,
 ``python -m localcluster cleanup-network`` (removes what killed clusters left of their pod
 networks) and ``python -m localcluster demo ...`` (see localcluster.stack).
 
@@ -12,8 +12,10 @@ kubeconfig.
 
 The container runtime is ``process`` (pods as local processes, the default) or ``docker`` (pods as
 Docker containers from locally built images, `localcluster.runtime.docker`, with the pod network
-of `localcluster.network.docker_net`; ``--pod-network`` does not apply then). ``--runtime`` defaults to
-the environment variable ``LOCALCLUSTER_RUNTIME``, else ``process``.
+of `localcluster.network.docker_net`; ``--pod-network`` does not apply then) or ``fake`` (every
+container completes without a process, as its pod's annotations say, on a loopback pod IP:
+`localcluster.runtime.fake`; for scale tests). ``--runtime`` defaults to the environment variable
+``LOCALCLUSTER_RUNTIME``, else ``process``.
 
 ``--cpu``, ``--memory``, ``--pods``, ``--ephemeral-storage`` and ``--gpus`` set the Node's capacity
 and allocatable (what the scheduler fits pods into); ``nvidia.com/gpu`` is offered only with
@@ -38,7 +40,7 @@ from localcluster.network.netns import (DEFAULT_CIDR, MODES, NetworkError, Netwo
 from localcluster.apiserver.tls import TlsError
 
 log = logging.getLogger("localcluster")
-RUNTIMES = ("process", "docker")
+RUNTIMES = ("process", "docker", "fake")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     bookmark_interval: float = 60.0
     network: NetworkSettings = field(default_factory=NetworkSettings)
-    runtime: str = "process"  # process | docker
+    runtime: str = "process"  # process | docker | fake
     insecure_http: bool = False  # debugging only: kubectl refuses tokens over plain http
     host_root: Path | None = None  # the node's filesystem for hostPath volumes (None: /)
     job_api_backoff: float = 1.0  # first delay before the Job controller retries a refused pod
@@ -88,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                    default=os.environ.get("LOCALCLUSTER_RUNTIME") or "process",
                    help="process: pods run as local processes; docker: as Docker containers "
                         "of locally built images, isolated by Docker networks per their "
-                        "NetworkPolicies (needs a Docker engine; env LOCALCLUSTER_RUNTIME)")
+                        "NetworkPolicies (needs a Docker engine); fake: containers complete "
+                        "without a process as their pods' annotations say (scale tests; "
+                        "env LOCALCLUSTER_RUNTIME)")
     s.add_argument("--host-root", type=Path, default=None, metavar="DIR",
                    help="hostPath volumes: /x is DIR/x, the filesystem of the cluster node "
                         "(as in a k3d node container); default: this machine's paths")
@@ -262,6 +266,9 @@ def _start_controllers(store, settings: ServeSettings, network,
         kwargs["kubelet_config"] = KubeletConfig(network=network)
     from localcluster.kubelet.kubelet import KubeletConfig
     config = kwargs.setdefault("kubelet_config", KubeletConfig())
+    if settings.runtime == "fake":
+        from localcluster.runtime.fake import FakeRuntime
+        config.runtime = FakeRuntime()
     config.incluster, config.host_root = access, settings.host_root
     from localcluster.controllers.jobs import JobControllerConfig
     kwargs["job_config"] = JobControllerConfig(create_backoff_initial=settings.job_api_backoff)

@@ -32,9 +32,11 @@ class LocalCluster:
     def __init__(self, *, images: list[Path] | None = None, history: int | None = None,
                  state_dir: Path | None = None, start_timeout: float = 30.0,
                  stop_timeout: float = 10.0, extra_args: list[str] | None = None,
-                 pod_network: str | None = None, egress_allow: list[str] | None = None) -> None:
+                 pod_network: str | None = None, egress_allow: list[str] | None = None,
+                 runtime: str | None = None) -> None:
         """pod_network / egress_allow: ``serve --pod-network`` / ``--egress-allow``
-        (see localcluster.network.netns); the server's default (host) when None."""
+        (see localcluster.network.netns); the server's default (host) when None. runtime:
+        ``serve --runtime`` (process, docker or fake); the server's default when None."""
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="localcluster-"))
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -47,6 +49,8 @@ class LocalCluster:
             self._args += ["--pod-network", pod_network]
         for egress in egress_allow or []:
             self._args += ["--egress-allow", egress]
+        if runtime is not None:
+            self._args += ["--runtime", runtime]
         self._args += extra_args or []
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout

@@ -207,8 +207,32 @@ class Sidecar:
             "uptime": round(time.monotonic() - self.started, 3), "progress": missing})
 
     # -- loop ------------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
+    # run() is the sidecar of one pod; the steps are public for the local cluster's fake
+    # runtime, which hosts many sidecars in one loop (localcluster.runtime.fake_sidecars)
+    def announce(self) -> None:
         self._publish(F.LOG, {"level": "info", "message": "sidecar started"})
+
+    def begin_stop(self) -> None:
+        """The algorithm ended: its last lines go out, then the "stopped" heartbeat."""
+        self.poll_progress()
+        self.state = "stopped"
+        self.heartbeat()
+
+    @property
+    def drained(self) -> bool:
+        """The node has fetched every progress event."""
+        return self.delivered >= self.seq
+
+    def serve_ready(self) -> None:
+        """Answer the ping waiting on the REP socket, if there is one."""
+        try:
+            frames = self.rep.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        self.rep.send_multipart(self.answer(frames))
+
+    def run(self, stop: threading.Event) -> None:
+        self.announce()
         poller = zmq.Poller()
         poller.register(self.rep, zmq.POLLIN)
         next_beat = time.monotonic()
@@ -223,24 +247,18 @@ class Sidecar:
         # the algorithm ended (the kubelet stops sidecars after the main containers): the last
         # lines it wrote still go out, and the sidecar answers pings until the node has them
         # all (a fast algorithm may end before the node ever connected) or drain_seconds pass
-        self.poll_progress()
-        self.state = "stopped"
-        self.heartbeat()
+        self.begin_stop()
         deadline = time.monotonic() + self.s.drain_seconds
-        while self.delivered < self.seq and (left := deadline - time.monotonic()) > 0:
+        while not self.drained and (left := deadline - time.monotonic()) > 0:
             self._serve(poller, min(TAIL_INTERVAL, left))
-        if self.delivered < self.seq:
+        if not self.drained:
             log.warning("run %s: stopping with progress events %d..%d not fetched by the node",
                         self.s.run_id, self.delivered + 1, self.seq)
 
     def _serve(self, poller: zmq.Poller, timeout: float) -> None:
         """Answer one ping if one comes within timeout seconds."""
         if dict(poller.poll(timeout * 1000)).get(self.rep):
-            try:
-                frames = self.rep.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.rep.send_multipart(self.answer(frames))
+            self.serve_ready()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
 """All controllers of the local cluster, run in the API server's event loop.
 
 `run_controllers` starts the scheduler, the Job, TTL, Deployment and ResourceQuota controllers
-and the kubelet (with the process runtime) and runs until cancelled; on cancel every pod process
-gets SIGTERM, then SIGKILL.
+and the kubelet (with the process runtime, or the one ``kubelet_config.runtime`` names) and runs
+until cancelled; on cancel every pod process gets SIGTERM, then SIGKILL. When the registry marks
+images ``fake``, the process runtime hands their pods to the fake runtime
+(`localcluster.runtime.fake.ProcessOrFakeRuntime`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from localcluster.controllers.quota import QuotaController
 from localcluster.controllers.scheduler import Scheduler
 from localcluster.kubelet.kubelet import Kubelet, KubeletConfig
 from localcluster.runtime.registry import DEFAULT_IMAGES_FILE, Registry
+from localcluster.runtime.fake import FakeRuntime, ProcessOrFakeRuntime
 from localcluster.runtime.process import ProcessRuntime
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ async def run_controllers(store, state_dir: Path, image_files: list[Path],
     """image_files: extra registry files, on top of localcluster/images.yaml."""
     registry = Registry.load([DEFAULT_IMAGES_FILE, *image_files])
     runtime = ProcessRuntime(Path(state_dir))
+    if registry.has_fakes() and (kubelet_config is None or kubelet_config.runtime is None):
+        runtime = ProcessOrFakeRuntime(runtime, FakeRuntime())
     kubelet = Kubelet(store, Path(state_dir), registry, runtime, kubelet_config)
     jobs = JobController(store, job_config)
     scheduler = Scheduler(store)

@@ -11,6 +11,7 @@ from localcluster.kubelet.spec import (ConfigError, build_argv, build_env, cpu_l
                                        identity, memory_limit)
 from localcluster.kubelet.status import rfc3339, waiting
 from localcluster.kubelet.volumes import Volume, container_mounts
+from localcluster.runtime.fake_spec import FakeInput
 from localcluster.runtime.registry import ImageNotFound, InvalidImageName
 from localcluster.apiserver.resources import CONFIGMAPS, SECRETS
 from localcluster.runtime.base import Container, ContainerSpec, CreateContainerError, ExitStatus
@@ -68,7 +69,12 @@ class ContainerRunner:
                 env = build_env(view, c, image, self.k.lookup(SECRETS), self.k.lookup(CONFIGMAPS),
                                 self.k.allocatable, service_env=self.k.service_env(self))
                 ident = identity(view, c, image)
-                argv = build_argv(c, image, env)
+                try:
+                    argv = build_argv(c, image, env)
+                except ConfigError:
+                    if not self.fake:
+                        raise
+                    argv = []  # a fake image needs no command
                 # the pod's hosts/resolv.conf first: a volume mounted there by the container wins
                 mounts = [*self.dns_mounts, *container_mounts(view, c, volumes, env)]
             except (ConfigError, OSError) as e:
@@ -83,7 +89,18 @@ class ContainerRunner:
                 gid=ident.gid, groups=ident.groups, root_readonly=ident.root_readonly,
                 no_new_privs=ident.no_new_privs, capabilities=ident.capabilities,
                 memory_limit=memory_limit(c), cpu_limit_millis=cpu_limit_millis(c),
-                netns=self.netns)
+                netns=self.netns, fake=self._fake_input(c, image))
+
+    def _fake_input(self, c: dict, image) -> FakeInput | None:
+        """What the fake runtime needs of a container in a fake pod; None in other pods."""
+        if not self.fake:
+            return None
+        native = c.get("restartPolicy") == "Always" and any(
+            cs["name"] == c["name"] for cs in self.init_statuses)
+        return FakeInput(name=c["name"],
+                         annotations=dict((self.pod.get("metadata") or {}).get("annotations")
+                                          or {}),
+                         defaults=dict(image.fake or {}), native_sidecar=native)
 
     async def _supervise(self, c: dict, cs: dict, volumes: dict[str, Volume], policy: str,
                          is_init: bool, started: asyncio.Event | None = None) -> int:

@@ -18,6 +18,12 @@ the local engine (`docker_images.DockerImages`) — given as ``KubeletConfig.run
 ``network``. The docker network also gets the store (NetworkPolicies, Services) and reports
 policies it cannot enforce: such a pod does not start (Warning ``NetworkPolicyUnsupported``).
 
+Fake pods: with the fake runtime (``serve --runtime fake``, `runtime.fake`) every pod, and with
+images the registry marks ``fake`` every pod whose containers all have such images (live-channel
+sidecars aside), is *fake*: its containers' specs carry `fake_spec.FakeInput` (name, the pod's
+annotations, the image's defaults) and it gets a loopback IP of `network.loopback` instead of the
+pod network. Everything else (status, probes, volumes, events, deletion) is as for any pod.
+
 Logs: `read_log` (re-exported from `kubelet_logs`) serves ``pods/{name}/log``; files are kept until
 the pod is deleted.
 
@@ -41,9 +47,12 @@ from localcluster.kubelet.logs import LogError, read_log, resolve_log_path
 from localcluster.kubelet.fit import matches_node, shortfalls
 from localcluster.kubelet.nodestatus import heartbeat, new_node, node_labels
 from localcluster.kubelet.pod import TERMINAL, PodWorker
-from localcluster.kubelet.spec import NODE_NAME, parse_quantity, pod_requests
+from localcluster.kubelet.spec import (NODE_NAME, ConfigError, build_argv, parse_quantity,
+                                       pod_requests)
+from localcluster.network.loopback import LoopbackNetwork
 from localcluster.network.netns import HostNetwork, IsolatedNetwork, NetworkError, PodNet
-from localcluster.runtime.registry import Registry
+from localcluster.runtime.fake_spec import is_live_sidecar
+from localcluster.runtime.registry import Registry, RegistryError
 from localcluster.apiserver.errors import ApiError
 from localcluster.apiserver.resources import CONFIGMAPS, NODES, PODS, SECRETS
 from localcluster.runtime.base import ContainerSpec, Runtime
@@ -89,6 +98,7 @@ class Kubelet:
         self.runtime = self.config.runtime or runtime
         self.allocatable = self.config.allocatable_quantities()
         self.network = self.config.network or HostNetwork()
+        self.fake_network = LoopbackNetwork()  # fake pods' IPs (runtime.fake)
         self.events = EventRecorder(store, self.config.node_name)
         if hasattr(self.network, "attach"):  # the docker network reads policies and services
             self.network.attach(store, self.events)
@@ -148,6 +158,7 @@ class Kubelet:
         await asyncio.gather(*(w.task for w in workers), return_exceptions=True)
         await self.runtime.close()
         await self.network.drain()
+        await self.fake_network.drain()
 
     # --- store notifications (synchronous: only record and wake up) ---
 
@@ -209,6 +220,31 @@ class Kubelet:
             worker.pod_ip = ip
             worker._push()
 
+    def fake_pod(self, worker: PodWorker) -> bool:
+        """Whether the pod's containers are run by the fake runtime (see the module doc)."""
+        mode = getattr(self.runtime, "fake_pods", None)
+        if mode == "all":
+            return True
+        if mode != "images":
+            return False
+        spec = worker.pod.get("spec") or {}
+        containers = [(c, True) for c in spec.get("initContainers") or []] + \
+            [(c, False) for c in spec.get("containers") or []]
+        for c, is_init in containers:
+            try:
+                image = self.registry.resolve(c.get("image", ""))
+            except RegistryError:
+                return False  # the process runtime's path reports the image's error
+            if image.fake is not None:
+                continue
+            try:  # the node's live sidecar is hosted, not run, in a fake pod
+                if is_init and is_live_sidecar(build_argv(c, image, {})):
+                    continue
+            except ConfigError:
+                pass
+            return False
+        return True
+
     async def sandbox(self, worker: PodWorker) -> PodNet:
         """The pod's network (IP, namespace); retried with back-off as a kubelet retries a
         failed sandbox."""
@@ -216,6 +252,8 @@ class Kubelet:
         delay = self.config.backoff_initial
         while True:
             try:
+                if worker.fake:
+                    return await self.fake_network.setup(worker.uid, host_network)
                 if self.network.mode == "docker":
                     return await self.network.setup(worker.uid, host_network, worker.pod)
                 return await self.network.setup(worker.uid, host_network)

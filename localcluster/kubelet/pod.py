@@ -33,6 +33,7 @@ class Node(Protocol):
     registry: Any
     runtime: Any
     network: Any
+    fake_network: Any
     events: Any
     allocatable: dict
     workers: dict
@@ -40,6 +41,7 @@ class Node(Protocol):
 
     def lookup(self, res) -> Callable[[str, str], dict | None]: ...
     def admit(self, worker: "PodWorker") -> tuple[str, str] | None: ...
+    def fake_pod(self, worker: "PodWorker") -> bool: ...
     def service_env(self, worker: "PodWorker") -> dict[str, str]: ...
     async def sandbox(self, worker: "PodWorker") -> Any: ...
 
@@ -66,6 +68,7 @@ class PodWorker(ContainerRunner):
         for cs in self.statuses:
             cs["state"] = waiting(first)
         self.pod_ip: str | None = None
+        self.fake = False  # run by the fake runtime, on a loopback IP (Kubelet.fake_pod)
         self.netns: str | None = None  # the pod's network namespace (None: the host's)
         self.dns_mounts: list = []  # /etc/hosts, /etc/resolv.conf of the pod (kubelet_dns)
         self.start_time: str | None = None
@@ -124,8 +127,11 @@ class PodWorker(ContainerRunner):
             finally:
                 self._finish()
 
+    def _network(self):
+        return self.k.fake_network if self.fake else self.k.network
+
     def _finish(self) -> None:
-        self.k.network.release(self.uid)
+        self._network().release(self.uid)
         self.k.workers.pop(self.uid, None)
         shutil.rmtree(pod_dir(self.k.state_dir, self.pod), ignore_errors=True)
         shutil.rmtree(self._volume_dir(), ignore_errors=True)
@@ -189,6 +195,7 @@ class PodWorker(ContainerRunner):
             self._push()
             return
         self.admitted = True
+        self.fake = self.k.fake_pod(self)
         net = await self.k.sandbox(self)
         self.pod_ip, self.netns = net.ip, net.netns
         self.start_time = rfc3339()
@@ -235,7 +242,7 @@ class PodWorker(ContainerRunner):
         self.side_tasks.clear()
         await self._kill_all(float((self.pod.get("spec") or {}).get(
             "terminationGracePeriodSeconds", 30)))
-        self.k.network.finished(self.uid)
+        self._network().finished(self.uid)
         self._push()
 
     async def _deadline(self, seconds: float) -> None:

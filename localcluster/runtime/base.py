@@ -10,6 +10,10 @@ import abc
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localcluster.runtime.fake_spec import FakeInput
 
 
 class RuntimeError_(Exception):
@@ -54,6 +58,9 @@ class ContainerSpec:
     memory_limit: int | None = None  # bytes
     cpu_limit_millis: int | None = None
     netns: str | None = None  # path of the network namespace to join; None = the host's
+    # set in a pod the fake runtime completes (`runtime.fake`): its name, pod annotations, the
+    # image's fake defaults; None: a real container
+    fake: FakeInput | None = None
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,13 @@ images:
     user: 1000                 # or "1000:1000"; absent = root, as an image without USER
     workdir: "{repo}"
     env: {PYTHONPATH: "{repo}"}
+  test/fake-algo:
+    fake: {delay: 2s, exit-code: 0}   # or `fake: true`: run by the fake runtime, no command
 ```
 A key with a tag (``name:tag``) matches only that exact reference. ``{python}`` and ``{repo}``
-expand to the interpreter running the cluster and the repository root.
+expand to the interpreter running the cluster and the repository root. ``fake`` marks an image
+whose containers the fake runtime completes without a process (`localcluster.runtime.fake_spec`:
+its mapping gives the defaults of the pod annotations); such an entry needs no command.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from localcluster.runtime.fake_spec import FakeSpecError, registry_defaults
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_IMAGES_FILE = Path(__file__).resolve().parent.parent / "images.yaml"
@@ -71,6 +77,7 @@ class Image:
     gid: int | None = None
     workdir: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    fake: dict[str, Any] | None = None  # the fake runtime's defaults; None: a real image
 
 
 def parse_reference(ref: str) -> ImageRef:
@@ -124,6 +131,9 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def has_fakes(self) -> bool:
+        return any(e.fake is not None for e in self._entries.values())
+
     def resolve(self, reference: str) -> Image:
         """The entry for an image reference; InvalidImageName / ImageNotFound otherwise."""
         ref = parse_reference(reference)
@@ -144,7 +154,7 @@ class Registry:
                 f"registry")
         return Image(reference=reference, image_id=entry.image_id, entrypoint=entry.entrypoint,
                      cmd=entry.cmd, uid=entry.uid, gid=entry.gid, workdir=entry.workdir,
-                     env=dict(entry.env))
+                     env=dict(entry.env), fake=entry.fake)
 
 
 def _load_file(path: Path, subst: dict[str, str]) -> dict[str, Image]:
@@ -172,7 +182,7 @@ def _load_file(path: Path, subst: dict[str, str]) -> dict[str, Image]:
         spec = spec or {}
         if not isinstance(spec, dict):
             raise RegistryConfigError(f"{where}: expected a mapping")
-        unknown = set(spec) - {"entrypoint", "cmd", "user", "workdir", "env"}
+        unknown = set(spec) - {"entrypoint", "cmd", "user", "workdir", "env", "fake"}
         if unknown:
             raise RegistryConfigError(f"{where}: unknown keys {sorted(unknown)}")
         env = spec.get("env") or {}
@@ -181,15 +191,21 @@ def _load_file(path: Path, subst: dict[str, str]) -> dict[str, Image]:
         uid, gid = _parse_user(spec.get("user"), where)
         entrypoint = tuple(expand(a) for a in _str_list(spec.get("entrypoint"), where))
         cmd = tuple(expand(a) for a in _str_list(spec.get("cmd"), where))
-        if not entrypoint and not cmd:
+        try:
+            fake = registry_defaults(spec.get("fake"))
+        except FakeSpecError as e:
+            raise RegistryConfigError(f"{where}: {e}") from None
+        if not entrypoint and not cmd and fake is None:
             raise RegistryConfigError(f"{where}: needs an entrypoint or a cmd")
         workdir = spec.get("workdir")
         digest = hashlib.sha256(json.dumps(
-            [key, entrypoint, cmd, uid, gid, workdir, env], sort_keys=True,
+            # (fake only when set: real images keep the ids they had)
+            [key, entrypoint, cmd, uid, gid, workdir, env, *([fake] if fake is not None else [])],
+            sort_keys=True,
             default=str).encode()).hexdigest()
         out[key] = Image(
             reference=key, image_id=f"{key.split(':')[0]}@sha256:{digest}",
             entrypoint=entrypoint, cmd=cmd, uid=uid, gid=gid,
             workdir=expand(str(workdir)) if workdir else None,
-            env={str(k): expand(str(v)) for k, v in env.items()})
+            env={str(k): expand(str(v)) for k, v in env.items()}, fake=fake)
     return out

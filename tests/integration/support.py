@@ -27,10 +27,13 @@ def node_spec(node_id: str, databases: list[dict] | None = None, **extra) -> Nod
 
 
 def make_stack(tmp_path: Path, nodes: list[NodeSpec], *, proxy: bool = True,
-               pod_network: str = "auto") -> Stack:
+               pod_network: str = "auto", images: list[Path] = (),
+               runtime: str | None = None) -> Stack:
+    """images: registry files besides TEST_IMAGES; runtime: ``serve --runtime``."""
     stack = Stack(tmp_path / "stack", pod_network=pod_network)
     try:
-        stack.start_cluster(images=[TEST_IMAGES])
+        stack.start_cluster(images=[TEST_IMAGES, *images],
+                            **({"runtime": runtime} if runtime else {}))
         stack.start_server(nodes)
         if proxy:
             stack.start_proxy()
