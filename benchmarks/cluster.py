@@ -11,7 +11,7 @@ import sys
 
 from localcluster.__main__ import main
 
-ROOM = ["--cpu", "1000", "--memory", "4Ti", "--pods", "5000", "--ephemeral-storage", "1Ti"]
+ROOM = ["--cpu", "1000", "--memory", "4Ti", "--pods", "6000", "--ephemeral-storage", "1Ti"]
 
 
 def with_room(argv: list[str]) -> list[str]:

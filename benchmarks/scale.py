@@ -96,7 +96,7 @@ def run_level(bench: Bench, gate: Gate, n: int, timeout: float) -> dict:
     t_in_flight = time.time()
     if bench.live:  # every sidecar followed: the node's live sockets at their most
         live_deadline = min(deadline, time.monotonic() + 30)
-        while time.monotonic() < live_deadline and sampler.sample()[1] < sockets_idle + 2 * n:
+        while time.monotonic() < live_deadline and sampler.sample()[1] < sockets_idle + n:
             time.sleep(0.1)
     fds_in_flight, sockets_in_flight = sampler.sample()
     in_flight_rss = procstat.rss_mb(pid)

@@ -10,7 +10,10 @@ Annotations (values are strings, as every annotation):
   killer would: exit 137, reason OOMKilled (the exit code is then ignored);
 - ``pod-complete.stage.localcluster.dev/progress-steps``: N progress lines appended to its
   ``$PROGRESS_FILE`` evenly over the delay, the last at its exit (default 0), so a live-channel
-  sidecar has progress to publish.
+  sidecar has progress to publish;
+- ``pod-complete.stage.localcluster.dev/gate``: an absolute path of a folder on the cluster's
+  host: the container marks ``<gate>/started/<container id>`` when it starts and waits until
+  ``<gate>/open`` exists before its delay begins, so a benchmark can release thousands at once.
 
 A key suffixed with ``.<container name>`` (``.../exit-code.main``) applies to that container only
 and wins over the pod-wide key. Native sidecars (init containers with ``restartPolicy: Always``)
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 PREFIX = "pod-complete.stage.localcluster.dev/"
-FIELDS = ("delay", "exit-code", "oom-killed", "progress-steps")
+FIELDS = ("delay", "exit-code", "oom-killed", "progress-steps", "gate")
 OOM_EXIT_CODE = 137
 MAX_PROGRESS_STEPS = 10_000
 
@@ -54,6 +57,7 @@ class FakePlan:
     exit_code: int = 0
     oom_killed: bool = False
     progress_steps: int = 0
+    gate: str | None = None  # a folder: wait for <gate>/open before the delay
 
     @property
     def reason(self) -> str:
@@ -100,8 +104,15 @@ def parse_steps(text: str) -> int:
     return int(s)
 
 
+def parse_gate(text: str) -> str:
+    s = str(text).strip()
+    if not s.startswith("/") or "\0" in s:
+        raise FakeSpecError(f"invalid gate {text!r} (expected an absolute folder path)")
+    return s
+
+
 _PARSERS = {"delay": parse_duration, "exit-code": parse_exit_code, "oom-killed": parse_bool,
-            "progress-steps": parse_steps}
+            "progress-steps": parse_steps, "gate": parse_gate}
 
 
 def registry_defaults(value: Any) -> dict[str, Any] | None:
@@ -144,7 +155,8 @@ def plan(inp: FakeInput) -> FakePlan:
     oom = bool(values.get("oom-killed", False))
     code = OOM_EXIT_CODE if oom else int(values.get("exit-code", 0))
     return FakePlan(delay=delay, exit_code=code, oom_killed=oom,
-                    progress_steps=int(values.get("progress-steps", 0)))
+                    progress_steps=int(values.get("progress-steps", 0)),
+                    gate=values.get("gate"))
 
 
 def is_live_sidecar(argv: list[str]) -> bool:

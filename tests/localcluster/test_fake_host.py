@@ -13,6 +13,7 @@ import pytest
 import zmq
 
 from localcluster.runtime.base import ContainerSpec, ExecError, Mount, parse_log_line
+from localcluster.runtime import fake
 from localcluster.runtime.fake import FakeRuntime
 from localcluster.runtime.fake_spec import PREFIX, FakeInput
 from node import live_frames as F
@@ -124,11 +125,27 @@ def test_bad_sidecar_settings_exit_2_as_the_real_sidecar(tmp_path):
 def test_a_dead_host_ends_its_sidecars_and_is_started_again(tmp_path):
     async def body(rt):
         c = await rt.start(spec(tmp_path, SIDECAR_ARGV, sidecar_env(8)))
-        os.kill(rt.host.proc.pid, signal.SIGKILL)
+        os.kill(rt.hosts[0].proc.pid, signal.SIGKILL)
         st = await asyncio.wait_for(rt.wait(c), 10)
         assert (st.exit_code, st.reason) == (1, "Error")
         assert st.message == "the fake runtime's sidecar host exited"
         again = await rt.start(spec(tmp_path, SIDECAR_ARGV, sidecar_env(9)))
         assert not again.done.done()
         assert (await rt.stop(again, 5)).exit_code == 0
+    run(body)
+
+
+def test_sidecars_past_one_hosts_room_go_to_another_host(tmp_path, monkeypatch):
+    monkeypatch.setattr(fake, "SIDECARS_PER_HOST", 1)
+
+    async def body(rt):
+        a = await rt.start(spec(tmp_path, SIDECAR_ARGV, sidecar_env(11)))
+        b = await rt.start(spec(tmp_path, SIDECAR_ARGV, sidecar_env(12)))
+        assert len(rt.hosts) == 2 and a.host is not b.host
+        assert a.host.proc.pid != b.host.proc.pid
+        assert (await rt.stop(a, 5)).exit_code == 0
+        c = await rt.start(spec(tmp_path, SIDECAR_ARGV, sidecar_env(13)))
+        assert c.host is a.host  # room again once a sidecar ended
+        for x in (b, c):
+            assert (await rt.stop(x, 5)).exit_code == 0
     run(body)

@@ -253,3 +253,22 @@ def test_the_live_sidecar_is_real_hosted_and_stopped_after_the_algorithm(fcluste
     assert len(hosts) == 1
     core.delete_namespaced_pod("live-b", ns)
     wait_until(lambda: read(core, ns, "live-b") is None, 15, "live-b gone")
+
+
+def test_gated_containers_run_until_the_gate_opens_and_log_their_exit_time(apis, ns, tmp_path):
+    core, _ = apis
+    gate = tmp_path / "gate"
+    names = [f"g{i}" for i in range(3)]
+    for name in names:
+        core.create_namespaced_pod(ns, pod(name, {"gate": str(gate)}))
+    wait_until(lambda: len(list((gate / "started").glob("*"))) == 3, 30, "all gated started")
+    phases = {read(core, ns, n).status.phase for n in names}
+    assert phases <= {"Pending", "Running"}  # started, held at the gate
+    (gate / "open").touch()
+    wait_until(lambda: all(read(core, ns, n).status.phase == "Succeeded" for n in names), 30,
+               "gated pods done once the gate opened")
+    opened = (gate / "open").stat().st_mtime
+    for name in names:
+        text = core.read_namespaced_pod_log(name, ns)
+        exited = float(text.rsplit(" at ", 1)[1])
+        assert exited >= opened - 0.001, text

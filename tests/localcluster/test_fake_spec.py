@@ -57,7 +57,8 @@ def test_native_sidecars_run_until_stopped_and_take_only_their_own_keys():
 @pytest.mark.parametrize("key, value, words", [
     ("delay", "2", "missing|expected e.g."), ("exit-code", "256", "0-255"),
     ("exit-code", "-1", "0-255"), ("oom-killed", "yes", "boolean"),
-    ("progress-steps", "many", "step count"), ("delay.main", "soon", "duration")])
+    ("progress-steps", "many", "step count"), ("delay.main", "soon", "duration"),
+    ("gate", "relative/dir", "absolute folder")])
 def test_invalid_values_name_the_annotation(key, value, words):
     with pytest.raises(FakeSpecError, match=rf"annotation {PREFIX}{key}: .*({words})"):
         plan(FakeInput("main", {PREFIX + key: value}))
@@ -113,3 +114,9 @@ def test_real_image_ids_do_not_change():
     (["sidecar"], False), ([], False)])
 def test_live_sidecar_recognised_by_its_command(argv, live):
     assert is_live_sidecar(argv) is live
+
+
+def test_gate_from_the_registry_or_an_annotation():
+    assert plan(FakeInput("main", {}, registry_defaults({"gate": "/tmp/g"}))).gate == "/tmp/g"
+    assert plan(FakeInput("main", {PREFIX + "gate": "/srv/x"})).gate == "/srv/x"
+    assert plan(FakeInput("main")).gate is None
