@@ -19,8 +19,8 @@ from benchmarks.harness import Bench, BenchError
 from benchmarks.stats import summary
 
 GATE_IMAGE = "bench/fake-gate"
-# the fake container's last log line: "... exited 0 at 1765090000.123456789"
-_EXITED = re.compile(r"exited -?\d+ at (\d+\.\d+)")
+# the fake container's last log line: "fake container algorithm ran 0s, exit 0 at 1796627155.470380"
+_EXITED = re.compile(r"ran \S+, exit -?\d+(?: \(OOMKilled\))? at (\d+\.\d+)")
 
 
 def fake_images(gate_dir: Path) -> str:
