@@ -67,7 +67,7 @@ def test_tiny_benchmark_writes_well_formed_results(tmp_path):
     names = [t["name"] for t in loaded["targets"]]
     assert len(names) == 12
     # "flat" compares two levels; with one level it cannot be judged
-    assert all(t["met"] in (True, False) for t in loaded["targets"] if "CPU per task" not in t["name"])
+    assert all(t["met"] in (True, False) for t in loaded["targets"] if "CPU per run" not in t["name"])
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| target |" in md and "## Proxy" in md and "## Scale" in md
 
