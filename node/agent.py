@@ -37,14 +37,21 @@ from node.workspace import Workspace
 log = logging.getLogger(__name__)
 
 # A pod still creating its containers after this long may be stuck on a volume; only Events
-# tell (FailedMount), so they are read for such pods, at this interval.
+# tell (FailedMount), so they are read for such pods, at most every POD_EVENTS_EVERY seconds.
 EVENT_CHECK_INTERVAL = 1.0
 STUCK_AFTER = 2.0
+POD_EVENTS_EVERY = 2.0
 # A Job with no pod this long after the node saw it may have had its pod refused at admission
 # (Pod Security, ResourceQuota, RuntimeClass): only the Job's Events tell (FailedCreate), so they
 # are read for such runs, at most every JOB_EVENTS_EVERY seconds per run.
 PODLESS_AFTER = 1.5
 JOB_EVENTS_EVERY = 3.0
+# Event reads started per check, for all runs together, those read longest ago first. Listing
+# events is costly for an API server; with a read per waiting run and second, 1,000 pods starting
+# at once (all "stuck" for a while) made ~25 event lists a second, which slowed the cluster so
+# that the pods looked stuck longer and no run finished for minutes (on the local stand-in, with
+# or without the pool).
+EVENT_READS_PER_CHECK = 8
 # Results waiting on the queue are written to the ledger together, up to this many at a time.
 STORE_BATCH = 200
 
@@ -124,8 +131,7 @@ class Agent:
                     self._handle(item)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + EVENT_CHECK_INTERVAL
-                    self._check_stuck_pods()
-                    self._check_podless_jobs()
+                    self._check_events()
                     self._recheck_waiting()
                     self._retry_held_back()
             except retry.Cancelled:
@@ -417,28 +423,31 @@ class Agent:
         else:
             self._set_status(run, state.status, state.detail, state.reason)
 
-    def _check_stuck_pods(self) -> None:
+    def _check_events(self) -> None:
+        """Read the events of runs that may be stuck: pods still creating their containers
+        (FailedMount), Jobs without a pod (FailedCreate); at most EVENT_READS_PER_CHECK."""
         now = time.monotonic()
-        for run in list(self.runs.values()):
-            if run.status != TaskStatus.INITIALIZING or run.job is None or run.events_reading:
+        due: list[tuple[float, Run, str, list[str]]] = []
+        for run in self.runs.values():
+            if run.job is None or run.events_reading:
                 continue
-            if now - run.status_since < STUCK_AFTER:
-                continue
-            pending = [name for name, pod in run.pods.items()
-                       if (pod.get("status") or {}).get("phase") == "Pending"]
-            if pending:
-                self._read_events(run, "pods", pending)
-
-    def _check_podless_jobs(self) -> None:
-        """Runs whose Job has had no pod for PODLESS_AFTER: read the Job's events (FailedCreate)."""
-        now = time.monotonic()
-        for run in list(self.runs.values()):
-            if run.job is None or run.pods or run.podless_since is None or run.events_reading:
-                continue
-            if now - run.podless_since < PODLESS_AFTER or now - run.job_events_read < JOB_EVENTS_EVERY:
-                continue
-            run.job_events_read = now
-            self._read_events(run, "job", [run.job_name])
+            if run.status == TaskStatus.INITIALIZING and now - run.status_since >= STUCK_AFTER \
+                    and now - run.pod_events_read >= POD_EVENTS_EVERY:
+                pending = [name for name, pod in run.pods.items()
+                           if (pod.get("status") or {}).get("phase") == "Pending"]
+                if pending:
+                    due.append((run.pod_events_read, run, "pods", pending))
+            elif not run.pods and run.podless_since is not None \
+                    and now - run.podless_since >= PODLESS_AFTER \
+                    and now - run.job_events_read >= JOB_EVENTS_EVERY:
+                due.append((run.job_events_read, run, "job", [run.job_name]))
+        due.sort(key=lambda d: d[0])
+        for _, run, about, names in due[:EVENT_READS_PER_CHECK]:
+            if about == "pods":
+                run.pod_events_read = now
+            else:
+                run.job_events_read = now
+            self._read_events(run, about, names)
 
     def _read_events(self, run: Run, about: str, names: list[str]) -> None:
         """Events of the run's pods or Job, read by the pool; they come back as ("events", ...)."""

@@ -37,6 +37,7 @@ class Run:
     reason: str = ""              # the Kubernetes reason behind the status last reported
     podless_since: float | None = None  # monotonic: the Job was seen with no pod since then
     job_events_read: float = 0.0  # monotonic: when the Job's events were last read
+    pod_events_read: float = 0.0  # monotonic: when its pods' events were last read
     events_reading: bool = False  # an events read is in the pool: do not ask again meanwhile
 
 
