@@ -91,6 +91,11 @@ class LocalCluster:
         self._connect()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The serve process (its children are the pods' containers in the process runtime)."""
+        return self._proc.pid if self._proc is not None else None
+
     def _connect(self) -> None:
         """Read the kubeconfig the cluster wrote; open the session of metrics()/faults()."""
         self.server, self.token = kc.read_token(self.kubeconfig)

@@ -3,7 +3,9 @@ server, kill requests and the watchers' view of Jobs and Pods.
 
 Being the only writer of run state makes the rules easy to check: a run is started at most once
 (the ledger remembers every run id), its result is queued exactly once (the ledger's `finish` is
-atomic and idempotent), and the Job is deleted only after the result is safely queued.
+atomic and idempotent), and the Job is deleted only after the result is safely queued. The slow
+I/O of a run's ending is done by a pool of workers (`node.finishing`), which only read and hand
+what they read back through the queue.
 """
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from node import retry
@@ -21,53 +21,39 @@ from node.cluster import Cluster, WatchEvent
 from node.config import NodeConfig
 from node.errors import (ClusterError, NodeError, NotFoundError, OutboxError, PayloadError,
                          RecoveryError)
-from node.jobs import RUN_LABEL, JobOps
+from node.finishing import Finishing
+from node.jobs import JobOps
 from node.ledger import ACCEPTED, CREATED, FINISHED, Ledger
 from node.manifests import build_job, job_name, recovery_info
 from node.models import MAX_ID, Result, StatusReport, TaskCommand, TaskStatus, parse_command
 from node.live import NoLive
 from node.objects import slim, slim_item
 from node.proxy_address import ProxyAddress, ProxyServiceError
-from node.status import WAITING_REASONS, RunState, run_status
-from node.workspace import OutputTooLarge, Workspace
+from node.runs import Run, ended_by_job, refresh_pods, run_id_of, state_of
+from node.status import WAITING_REASONS, RunState
+from node.workpool import WorkPool
+from node.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 # A pod still creating its containers after this long may be stuck on a volume; only Events
-# tell (FailedMount), so they are read for such pods, at this interval.
+# tell (FailedMount), so they are read for such pods, at most every POD_EVENTS_EVERY seconds.
 EVENT_CHECK_INTERVAL = 1.0
 STUCK_AFTER = 2.0
+POD_EVENTS_EVERY = 2.0
 # A Job with no pod this long after the node saw it may have had its pod refused at admission
 # (Pod Security, ResourceQuota, RuntimeClass): only the Job's Events tell (FailedCreate), so they
 # are read for such runs, at most every JOB_EVENTS_EVERY seconds per run.
 PODLESS_AFTER = 1.5
 JOB_EVENTS_EVERY = 3.0
-
-
-@dataclass
-class Run:
-    run_id: int
-    task_id: int
-    parent_id: int | None
-    job: dict | None = None
-    job_deleted: bool = False     # the Job vanished while the run was not finished
-    pods: dict[str, dict] = field(default_factory=dict)
-    status: TaskStatus | None = None
-    killed: bool = False
-    status_since: float = 0.0
-    # False when a Job of this run's name belongs to another run or node: never delete it
-    # (two nodes sharing a jobs namespace get the same name for a prototype task's run id)
-    owns_job: bool = True
-    job_name: str = ""
-    reason: str = ""              # the Kubernetes reason behind the status last reported
-    podless_since: float | None = None  # monotonic: the Job was seen with no pod since then
-    job_events_read: float = 0.0  # monotonic: when the Job's events were last read
-
-
-
-def _run_id_of(obj: dict) -> int | None:
-    value = (obj.get("metadata", {}).get("labels") or {}).get(RUN_LABEL, "")
-    return int(value) if value.isdigit() else None
+# Event reads started per check, for all runs together, those read longest ago first. Listing
+# events is costly for an API server; with a read per waiting run and second, 1,000 pods starting
+# at once (all "stuck" for a while) made ~25 event lists a second, which slowed the cluster so
+# that the pods looked stuck longer and no run finished for minutes (on the local stand-in, with
+# or without the pool).
+EVENT_READS_PER_CHECK = 8
+# Results waiting on the queue are written to the ledger together, up to this many at a time.
+STORE_BATCH = 200
 
 
 def _no_proxy() -> ProxyAddress:
@@ -93,11 +79,14 @@ class Agent:
         self.queue: queue.Queue = queue.Queue()
         self.heartbeat = time.monotonic()
         self._synced: set[str] = set()
-        # What a full disk (or any ledger write failure) held back, retried every check
-        # interval instead of being dropped: a run must never be lost to ENOSPC.
-        self._unstored: dict[int, Result] = {}    # results not yet in the outbox
-        self._uncleaned: dict[int, Run] = {}      # their Jobs/files, removed once stored
         self._unaccepted: list[Any] = []          # commands the ledger could not record
+        self._held: tuple | None = None           # taken from the queue, handled next
+        f = config.finishing
+        # the workers hand what they read back through the queue; with none, all runs here
+        self.pool = WorkPool(f.workers, f.queue_size, stop,
+                             self.queue.put if f.workers else self._handle, name="finishing")
+        self.finishing = Finishing(config, self.jobs, workspace, ledger, reporter, self.live,
+                                   self.pool, self._set_status)
         self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
 
     # -- inputs (any thread) -------------------------------------------------------------------
@@ -118,10 +107,12 @@ class Agent:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.pool.start()
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+        self.pool.join(timeout)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -134,17 +125,13 @@ class Agent:
         next_check = time.monotonic() + EVENT_CHECK_INTERVAL
         while not self.stop_event.is_set():
             self.heartbeat = time.monotonic()
-            try:
-                item = self.queue.get(timeout=EVENT_CHECK_INTERVAL)
-            except queue.Empty:
-                item = None
+            item = self._next()
             try:
                 if item is not None:
                     self._handle(item)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + EVENT_CHECK_INTERVAL
-                    self._check_stuck_pods()
-                    self._check_podless_jobs()
+                    self._check_events()
                     self._recheck_waiting()
                     self._retry_held_back()
             except retry.Cancelled:
@@ -153,6 +140,29 @@ class Agent:
                 log.exception("error while handling %s", item[0] if item else "periodic check")
                 if item is not None and item[0] == "kill" and not item[2].done():
                     item[2].set_result({"error": "internal error"})
+
+    def _next(self) -> tuple | None:
+        """The next item; results waiting one after another come as one, to be stored in one
+        ledger transaction (taking them together keeps the queue's order)."""
+        item, self._held = self._held, None
+        if item is None:
+            try:
+                item = self.queue.get(timeout=EVENT_CHECK_INTERVAL)
+            except queue.Empty:
+                return None
+        if item[0] != "gathered":
+            return item
+        batch = list(item[1])
+        while len(batch) < STORE_BATCH:
+            try:
+                following = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if following[0] != "gathered":
+                self._held = following
+                break
+            batch += following[1]
+        return ("gathered", batch)
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]
@@ -164,6 +174,12 @@ class Agent:
             self._on_sync(item[1], item[2])
         elif kind == "event":
             self._on_event(item[1], item[2])
+        elif kind == "gathered":
+            self.finishing.gathered(item[1])
+        elif kind == "cleaned":
+            self.finishing.cleaned(item[1])
+        elif kind == "events":
+            self._on_events(*item[1:])
 
     def _new_run(self, run_id: int, task_id: int, parent_id: int | None) -> Run:
         return Run(run_id, task_id, parent_id, job_name=job_name(self.config.node_id, run_id))
@@ -196,7 +212,7 @@ class Agent:
         # only a valid id: a task_id of 2**64 cannot even be stored in the ledger
         if not isinstance(task_id, int) or isinstance(task_id, bool) or not 0 < task_id < MAX_ID:
             task_id = e.run_id
-        self._queue_result(Result(run_id=e.run_id, task_id=task_id, parent_id=None,
+        self.finishing.store(Result(run_id=e.run_id, task_id=task_id, parent_id=None,
                                   status=TaskStatus(e.status).value, data="",
                                   logs=f"command refused by node {self.config.node_id}: "
                                        f"{e.message}"))
@@ -284,7 +300,7 @@ class Agent:
     def _on_sync(self, kind: str, items: list[dict]) -> None:
         by_run: dict[int, list[dict]] = {}
         for obj in items:
-            rid = _run_id_of(obj)
+            rid = run_id_of(obj)
             if rid is not None:
                 by_run.setdefault(rid, []).append(obj)
         if kind == "jobs":
@@ -321,9 +337,9 @@ class Agent:
         self._on_object(kind, event.type, event.object)
 
     def _on_object(self, kind: str, etype: str, obj: dict) -> None:
-        rid = _run_id_of(obj)
-        if rid is None:
-            return
+        rid = run_id_of(obj)
+        if rid is None or rid in self.finishing:
+            return  # ended: its ending has the run now, later news cannot change it
         run = self.runs.get(rid)
         if run is None:
             run = self._unknown_run(kind, etype, obj, rid)
@@ -356,7 +372,7 @@ class Agent:
         if row is not None and row.state == FINISHED:
             if kind == "jobs" and etype != "DELETED" \
                     and not obj["metadata"].get("deletionTimestamp"):
-                self._delete_job(job_name(self.config.node_id, rid))  # left over from before a restart
+                self.finishing.remove_leftover(rid)  # left over from before a restart
             return None
         if kind != "jobs" or etype == "DELETED":
             return None  # pods alone cannot be adopted; their Job brings them
@@ -376,11 +392,7 @@ class Agent:
 
     def _state(self, run: Run, events: list[dict] | tuple = (),
                killed: bool | None = None) -> RunState:
-        """The run's status now (node.status), with the configured unschedulable grace."""
-        return run_status(None if run.job_deleted else run.job, list(run.pods.values()),
-                          killed=run.killed if killed is None else killed, events=events,
-                          now=datetime.now(timezone.utc),
-                          unschedulable_grace_seconds=self.config.job.unschedulable_grace_seconds)
+        return state_of(run, self.config, events, killed)
 
     def _evaluate(self, run: Run) -> None:
         if run.run_id not in self.runs:
@@ -398,66 +410,75 @@ class Agent:
         elif run.podless_since is None:
             run.podless_since = time.monotonic()
         state = self._state(run)
-        if state.terminal and run.job is not None and self._refresh_pods(run):
-            # the Job's final word came before the pods' (two watch streams): decide on the
-            # pods as they are now, so a crash is not mistaken for a vanished pod
+        # the Job's final word can come before the pods' (two watch streams): the pods as they
+        # are now tell a crash from a vanished pod. An end that follows from the Job stays an
+        # end whatever they say, so they are read by the pool; one the pods decided (a start
+        # error) is checked here, as fresher pods could undo it.
+        by_job = state.terminal and run.job is not None and ended_by_job(run)
+        if state.terminal and run.job is not None and not by_job \
+                and refresh_pods(run, self.jobs.pods_of):
             state = self._state(run)
         if state.terminal:
-            self._finish(run, state.status, state.detail)
+            self._finish(run, state.status, state.detail, refresh=by_job)
         else:
             self._set_status(run, state.status, state.detail, state.reason)
 
-    def _refresh_pods(self, run: Run) -> bool:
-        """Read the run's pods from the API. True when that changed what the node knew."""
-        try:
-            pods = self.jobs.pods_of(run.run_id)
-        except ClusterError as e:
-            log.warning("run %s: could not read its pods: %s", run.run_id, e)
-            return False
-        fresh = {p["metadata"]["name"]: slim(p) for p in pods}
-        changed = {n: p["metadata"].get("resourceVersion") for n, p in fresh.items()} != \
-            {n: p["metadata"].get("resourceVersion") for n, p in run.pods.items()}
-        run.pods = fresh
-        return changed
-
-    def _check_stuck_pods(self) -> None:
+    def _check_events(self) -> None:
+        """Read the events of runs that may be stuck: pods still creating their containers
+        (FailedMount), Jobs without a pod (FailedCreate); at most EVENT_READS_PER_CHECK."""
         now = time.monotonic()
-        for run in list(self.runs.values()):
-            if run.status != TaskStatus.INITIALIZING or run.job is None:
+        due: list[tuple[float, Run, str, list[str]]] = []
+        for run in self.runs.values():
+            if run.job is None or run.events_reading:
                 continue
-            if now - run.status_since < STUCK_AFTER:
-                continue
-            events = []
-            for name, pod in run.pods.items():
-                if (pod.get("status") or {}).get("phase") == "Pending":
-                    try:
-                        events += self.cluster.pod_events(name)
-                    except ClusterError as e:
-                        log.debug("events of pod %s unavailable: %s", name, e)
-            if events:
-                state = self._state(run, events)
-                if state.terminal:
-                    self._finish(run, state.status, state.detail)
-
-    def _check_podless_jobs(self) -> None:
-        """Runs whose Job has had no pod for PODLESS_AFTER: read the Job's events (FailedCreate)."""
-        now = time.monotonic()
-        for run in list(self.runs.values()):
-            if run.job is None or run.pods or run.podless_since is None:
-                continue
-            if now - run.podless_since < PODLESS_AFTER or now - run.job_events_read < JOB_EVENTS_EVERY:
-                continue
-            run.job_events_read = now
-            try:
-                events = self.cluster.job_events(run.job_name)
-            except ClusterError as e:
-                log.debug("events of job %s unavailable: %s", run.job_name, e)
-                continue
-            state = self._state(run, events)
-            if state.terminal:
-                self._finish(run, state.status, state.detail)
+            if run.status == TaskStatus.INITIALIZING and now - run.status_since >= STUCK_AFTER \
+                    and now - run.pod_events_read >= POD_EVENTS_EVERY:
+                pending = [name for name, pod in run.pods.items()
+                           if (pod.get("status") or {}).get("phase") == "Pending"]
+                if pending:
+                    due.append((run.pod_events_read, run, "pods", pending))
+            elif not run.pods and run.podless_since is not None \
+                    and now - run.podless_since >= PODLESS_AFTER \
+                    and now - run.job_events_read >= JOB_EVENTS_EVERY:
+                due.append((run.job_events_read, run, "job", [run.job_name]))
+        due.sort(key=lambda d: d[0])
+        for _, run, about, names in due[:EVENT_READS_PER_CHECK]:
+            if about == "pods":
+                run.pod_events_read = now
             else:
-                self._set_status(run, state.status, state.detail, state.reason)
+                run.job_events_read = now
+            self._read_events(run, about, names)
+
+    def _read_events(self, run: Run, about: str, names: list[str]) -> None:
+        """Events of the run's pods or Job, read by the pool; they come back as ("events", ...)."""
+        run.events_reading = True
+        read = self.cluster.pod_events if about == "pods" else self.cluster.job_events
+
+        def task() -> tuple:
+            events: list[dict] | None = []
+            for name in names:
+                try:
+                    events += read(name)
+                except ClusterError as e:
+                    log.debug("events of %s %s unavailable: %s", about, name, e)
+                    if about == "job":
+                        events = None  # nothing to decide on
+                        break
+            return ("events", run.run_id, about, events)
+        self.pool.submit(task)
+
+    def _on_events(self, run_id: int, about: str, events: list[dict] | None) -> None:
+        run = self.runs.get(run_id)
+        if run is None:
+            return  # ended meanwhile
+        run.events_reading = False
+        if events is None or (about == "pods" and not events):
+            return
+        state = self._state(run, events)
+        if state.terminal:
+            self._finish(run, state.status, state.detail)
+        elif about == "job":
+            self._set_status(run, state.status, state.detail, state.reason)
 
     def _recheck_waiting(self) -> None:
         """Runs waiting for a reason with a time limit (an unschedulable pod's grace): evaluated
@@ -483,65 +504,17 @@ class Agent:
                                           task_id=run.task_id, parent_id=run.parent_id,
                                           status=status.value, detail=detail))
 
-    def _finish(self, run: Run, status: TaskStatus, detail: str) -> None:
-        """Queue the run's one result, then remove its Job and files."""
+    def _finish(self, run: Run, status: TaskStatus, detail: str, refresh: bool = False) -> None:
+        """The run ended: its ending (node.finishing) queues its one result, then removes its
+        Job and files."""
         self.runs.pop(run.run_id, None)
-        logs = self._collect_logs(run)
-        try:
-            data = self.workspace.read_output(run.run_id)
-        except OutputTooLarge as e:
-            status, detail, data = TaskStatus.FAILED, str(e), ""
-        except (OSError, NodeError) as e:
-            data = ""
-            detail = f"{detail}; output unreadable: {e}" if detail else f"output unreadable: {e}"
-        if detail:
-            logs = f"{logs}\n[node] {status.value}: {detail}".lstrip("\n")
-        self._set_status(run, status, detail)
-        stored = self._queue_result(Result(run_id=run.run_id, task_id=run.task_id,
-                                           parent_id=run.parent_id, status=status.value,
-                                           data=data, logs=logs))
-        self.live.run_finished(run.run_id)
-        if not stored:  # keep the Job and files until the result is safe
-            self._uncleaned[run.run_id] = run
-            return
-        self._clean_up(run)
-
-    def _clean_up(self, run: Run) -> None:
-        if not run.job_deleted and run.owns_job:
-            self._delete_job(run.job_name)
-        self.workspace.remove(run.run_id)
-
-    def _queue_result(self, result: Result) -> bool:
-        """True once the result is in the outbox (now or before); False: held back, retried."""
-        try:
-            stored = self.ledger.finish(result)
-        except OutboxError as e:
-            log.error("run %s: cannot store its result (%s); will retry", result.run_id, e)
-            self._unstored[result.run_id] = result
-            return False
-        self._unstored.pop(result.run_id, None)
-        if stored:
-            self.reporter.kick()
-        else:
-            log.info("run %s already has a result; not reporting again", result.run_id)
-        return True
+        self.finishing.finish(run, status, detail, refresh)
 
     def _retry_held_back(self) -> None:
-        for run_id, result in list(self._unstored.items()):
-            if not self._queue_result(result):
-                return  # still failing: try again at the next check
-            run = self._uncleaned.pop(run_id, None)
-            if run is not None:
-                self._clean_up(run)
+        self.finishing.retry_held_back()
         commands, self._unaccepted = self._unaccepted, []
         for raw in commands:
             self._on_command(raw)
-
-    def _collect_logs(self, run: Run) -> str:
-        return self.jobs.logs(run.pods)
-
-    def _delete_job(self, name: str) -> None:
-        self.jobs.delete(name)
 
     # -- recovery ------------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -555,7 +528,7 @@ class Agent:
                 try:
                     cmd = parse_command(row.command, self.config)
                 except PayloadError as e:
-                    self._queue_result(Result(
+                    self.finishing.store(Result(
                         run_id=row.run_id, task_id=row.task_id, parent_id=None,
                         status=TaskStatus.START_FAILED.value, data="",
                         logs=f"could not start after a restart: {e.message}"))

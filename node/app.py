@@ -80,6 +80,7 @@ class NodeApp:
             "cluster": all(w.healthy.is_set() for w in self.watchers),
             "server": self.link.connected.is_set(),
             "runs": len(self.agent.runs),
+            "finishing": len(self.agent.finishing.runs),  # ended, not yet cleaned up
             "outbox": self.ledger.outbox_size(),
         }
 
@@ -126,7 +127,7 @@ class NodeApp:
         for w in self.watchers:
             w.interrupt()
         self.link.close()
-        self.agent.join(timeout=30)
+        self.agent.join(timeout=30)  # and its finishing workers
         if self.live is not None:
             self.live.stop()
         self.reporter.join(timeout=15)

@@ -97,15 +97,27 @@ def load_api_client(config: NodeConfig) -> k8s.ApiClient:
     kc = config.kubernetes
     try:
         if kc.kubeconfig:
-            return k8s_config.new_client_from_config(config_file=kc.kubeconfig, context=kc.context)
+            return k8s_config.new_client_from_config(config_file=kc.kubeconfig, context=kc.context,
+                                                     client_configuration=_configuration(config))
         try:
-            configuration = k8s.Configuration()
+            configuration = _configuration(config)
             k8s_config.load_incluster_config(client_configuration=configuration)
             return k8s.ApiClient(configuration)
         except k8s_config.ConfigException:
-            return k8s_config.new_client_from_config(context=kc.context)
+            return k8s_config.new_client_from_config(context=kc.context,
+                                                     client_configuration=_configuration(config))
     except (k8s_config.ConfigException, OSError, ValueError) as e:
         raise ClusterError(f"cannot load Kubernetes configuration: {e}") from e
+
+
+def _configuration(config: NodeConfig) -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    # a connection each for the finishing workers, the agent, the two watches and the proxy's
+    # resolver: with fewer (the client's default is 5 per CPU) a busy pool opens and drops a TLS
+    # connection per request
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0,
+                                                config.finishing.workers + 4)
+    return configuration
 
 
 # The RBAC permissions each call below needs, as (verb, apiGroup, resource[/subresource]): in the

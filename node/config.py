@@ -23,7 +23,8 @@ from node.config_live import LiveConfig, ServerHeartbeatConfig, read_live, read_
 from node.errors import ConfigError
 
 __all__ = ["NodeConfig", "DatabaseConfig", "KubernetesConfig", "ProxyConfig", "ImagesConfig", "ResourcesConfig",
-           "MaxResourcesConfig", "JobConfig", "StorageConfig", "CompletionConfig", "OutputConfig", "LimitsConfig",
+           "MaxResourcesConfig", "JobConfig", "StorageConfig", "CompletionConfig", "FinishingConfig", "OutputConfig",
+           "LimitsConfig",
            "HealthConfig", "LiveConfig", "load_config", "parse_config", "parse_quantity", "env_suffix", "API_KEY_ENV",
            "NODE_ID_RE", "LABEL_RE", "DNS_LABEL_RE", "DNS_SUBDOMAIN_RE", "LABEL_KEY_RE", "LABEL_VALUE_RE",
            "RESOURCE_NAMES", "FILE_DATABASE_TYPES", "DATABASE_TYPES"]
@@ -122,6 +123,19 @@ class CompletionConfig:
     request_timeout_seconds: float = 30.0
 
 
+MAX_FINISHING_WORKERS = 64
+
+
+@dataclass(frozen=True)
+class FinishingConfig:
+    # Threads that read an ended run's pods, logs and output and then delete its Job and files
+    # (and read the events of runs that may be stuck), so that many runs ending together do not
+    # wait for each other's API calls. Each may hold one connection to the API server. 0: all of
+    # it on the agent thread, one run after another (for debugging).
+    workers: int = 8
+    queue_size: int = 1000            # work waiting for a worker; more makes the agent wait
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     keep: bool = False
@@ -152,6 +166,7 @@ class NodeConfig:
     job: JobConfig = field(default_factory=JobConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
+    finishing: FinishingConfig = field(default_factory=FinishingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -340,6 +355,15 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
     )
     c.finish()
 
+    fi = top.section("finishing")
+    finishing = FinishingConfig(
+        workers=fi.get("workers", int, FinishingConfig.workers,
+                       check=lambda n: None if 0 <= n <= MAX_FINISHING_WORKERS else
+                       f"must be 0..{MAX_FINISHING_WORKERS}, got {n}"),
+        queue_size=fi.get("queue_size", int, FinishingConfig.queue_size, check=at_least(1)),
+    )
+    fi.finish()
+
     o = top.section("output")
     output = OutputConfig(keep=o.get("keep", bool, False),
                           max_bytes=o.get("max_bytes", int, OutputConfig.max_bytes, check=at_least(1)))
@@ -367,7 +391,7 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
     return NodeConfig(node_id=node_id, api_key=api_key, server_url=server_url,
                       task_dir=posixpath.normpath(task_dir), databases=databases, kubernetes=kubernetes,
                       proxy=proxy, images=images, job=job, storage=storage, completion=completion,
-                      output=output, limits=limits, health=health, live=live,
+                      finishing=finishing, output=output, limits=limits, health=health, live=live,
                       server_heartbeat=server_heartbeat)
 
 

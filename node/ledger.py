@@ -117,34 +117,44 @@ class Ledger:
 
     def finish(self, result: Result) -> bool:
         """Mark the run finished and queue its result, atomically. False if already finished."""
+        return self.finish_many([result])[0]
+
+    def finish_many(self, results: list[Result]) -> list[bool]:
+        """`finish` for each result, all in one transaction (one commit, one fsync, for a burst of
+        runs ending together): per result, False if its run was finished already (also by an
+        earlier result in the list). On an error nothing is stored (OutboxError)."""
+        done: list[bool] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("SELECT state FROM runs WHERE run_id=?",
-                                       (result.run_id,)).fetchone()
-                if row and row[0] == FINISHED:
-                    self._db.execute("ROLLBACK")
-                    return False
-                if row is None:
-                    self._db.execute(
-                        "INSERT INTO runs (run_id, task_id, state, command, updated) "
-                        "VALUES (?,?,?,NULL,?)",
-                        (result.run_id, result.task_id, FINISHED, time.time()))
-                else:
-                    self._db.execute(
-                        "UPDATE runs SET state=?, command=NULL, updated=? WHERE run_id=?",
-                        (FINISHED, time.time(), result.run_id))
-                self._db.execute("INSERT OR REPLACE INTO outbox (run_id, result, created) "
-                                 "VALUES (?,?,?)",
-                                 (result.run_id, json.dumps(result.to_dict()), time.time()))
+                for result in results:
+                    done.append(self._finish_one(result))
                 self._db.execute("COMMIT")
-                return True
+                return done
             except _WRITE_ERRORS as e:
                 try:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                raise OutboxError(f"cannot store the result of run {result.run_id}: {e}") from e
+                which = (f"run {results[0].run_id}" if len(results) == 1 else
+                         f"{len(results)} runs ({', '.join(str(r.run_id) for r in results[:5])}"
+                         f"{', ...' if len(results) > 5 else ''})")
+                raise OutboxError(f"cannot store the result of {which}: {e}") from e
+
+    def _finish_one(self, result: Result) -> bool:
+        row = self._db.execute("SELECT state FROM runs WHERE run_id=?", (result.run_id,)).fetchone()
+        if row and row[0] == FINISHED:
+            return False
+        now = time.time()
+        if row is None:
+            self._db.execute("INSERT INTO runs (run_id, task_id, state, command, updated) "
+                             "VALUES (?,?,?,NULL,?)", (result.run_id, result.task_id, FINISHED, now))
+        else:
+            self._db.execute("UPDATE runs SET state=?, command=NULL, updated=? WHERE run_id=?",
+                             (FINISHED, now, result.run_id))
+        self._db.execute("INSERT OR REPLACE INTO outbox (run_id, result, created) VALUES (?,?,?)",
+                         (result.run_id, json.dumps(result.to_dict()), now))
+        return True
 
     def get(self, run_id: int) -> RunRow | None:
         rows = self._query("SELECT run_id, task_id, state, command FROM runs WHERE run_id=?",

@@ -48,10 +48,10 @@ def _age(h, run_id: int, seconds: float) -> None:
 def test_a_refused_pod_ends_the_run_with_the_refusal_once_the_job_has_no_pod_for_a_moment(h):
     name = _started(h, 1)
     h.cluster.events.append(_refusal(name))
-    h.agent._check_podless_jobs()
+    h.agent._check_events()
     assert h.cluster.job_event_reads == []  # just created: a pod may still come
     _age(h, 1, agent_module.PODLESS_AFTER)
-    h.agent._check_podless_jobs()
+    h.agent._check_events()
     assert h.cluster.job_event_reads == [name]
     result = h.results()[1]
     assert result["status"] == S.START_FAILED.value
@@ -66,12 +66,12 @@ def test_the_events_of_a_podless_job_are_read_at_most_every_few_seconds(h):
     name = _started(h, 2)
     _age(h, 2, agent_module.PODLESS_AFTER)
     for _ in range(5):
-        h.agent._check_podless_jobs()
+        h.agent._check_events()
     assert h.cluster.job_event_reads == [name]
     assert 2 not in h.results()
     h.agent.runs[2].job_events_read -= agent_module.JOB_EVENTS_EVERY
     h.cluster.events.append(_refusal(name))
-    h.agent._check_podless_jobs()
+    h.agent._check_events()
     assert h.cluster.job_event_reads == [name, name]
     assert h.results()[2]["status"] == S.START_FAILED.value
 
@@ -90,7 +90,7 @@ def test_a_run_with_a_pod_never_reads_its_jobs_events(h):
     pod = _unschedulable_pod(name, 3, datetime.now(timezone.utc))
     h.agent._handle(("event", "pods", _event("ADDED", pod)))
     _age(h, 3, 10)
-    h.agent._check_podless_jobs()
+    h.agent._check_events()
     assert h.cluster.job_event_reads == []
 
 
@@ -116,3 +116,20 @@ def test_an_unschedulable_pod_is_pending_with_the_reason_then_fails_after_the_gr
     assert "Insufficient nvidia.com/gpu" in result["logs"]
     pending = [r for r in h.reporter.statuses if r.run_id == 4 and r.status == S.PENDING.value]
     assert [r.detail.split(":")[0] for r in pending] == ["job created", "Unschedulable"]
+
+
+def test_event_reads_per_check_are_bounded_and_go_to_the_runs_read_longest_ago(h):
+    names = [_started(h, r) for r in range(10, 30)]
+    for r in range(10, 30):
+        _age(h, r, agent_module.PODLESS_AFTER)
+    budget = agent_module.EVENT_READS_PER_CHECK
+    h.agent._check_events()
+    assert len(h.cluster.job_event_reads) == budget
+    h.agent._check_events()
+    h.agent._check_events()
+    # each run once: those not read yet came first, however many runs wait
+    assert sorted(h.cluster.job_event_reads) == sorted(names)
+    for r in range(10, 30):
+        h.agent.runs[r].job_events_read -= agent_module.JOB_EVENTS_EVERY
+    h.agent._check_events()
+    assert len(h.cluster.job_event_reads) == len(names) + budget

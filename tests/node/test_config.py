@@ -61,6 +61,9 @@ completion:
   poll_interval_seconds: 1.0
   watch_timeout_seconds: 300
   request_timeout_seconds: 30
+finishing:
+  workers: 8
+  queue_size: 1000
 output:
   keep: false
   max_bytes: 10485760
@@ -105,6 +108,7 @@ def test_defaults():
         "watch", 1.0, 300)
     assert (c.output.keep, c.output.max_bytes, c.limits.max_payload_bytes) == (False, 10485760, 1048576)
     assert (c.health.host, c.health.port) == ("127.0.0.1", 8081)
+    assert (c.finishing.workers, c.finishing.queue_size) == (8, 1000)
 
 
 def test_config_is_frozen():
@@ -251,6 +255,11 @@ def test_all_problems_at_once():
     ({"completion": {"mode": "push"}}, "completion.mode", "watch, poll"),
     ({"completion": {"poll_interval_seconds": 0}}, "completion.poll_interval_seconds", "greater than 0"),
     ({"completion": {"watch_timeout_seconds": 0}}, "completion.watch_timeout_seconds", "at least 1"),
+    ({"finishing": {"workers": -1}}, "finishing.workers", "must be 0..64, got -1"),
+    ({"finishing": {"workers": 65}}, "finishing.workers", "must be 0..64"),
+    ({"finishing": {"workers": "8"}}, "finishing.workers", "must be an integer"),
+    ({"finishing": {"queue_size": 0}}, "finishing.queue_size", "at least 1"),
+    ({"finishing": {"worker": 2}}, "finishing.worker", "did you mean 'workers'"),
     ({"output": {"keep": "yes"}}, "output.keep", "true or false"),
     ({"output": {"max_bytes": 0}}, "output.max_bytes", "at least 1"),
     ({"limits": {"max_payload_bytes": -5}}, "limits.max_payload_bytes", "at least 1"),

@@ -86,3 +86,30 @@ def test_an_unwritable_location_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(OutboxError, match="ledger"):
         Ledger(blocker / "ledger.sqlite")
+
+
+# -- several results in one transaction -------------------------------------------------------
+
+def test_finish_many_stores_each_once_and_names_those_finished_before(ledger):
+    for run_id in (1, 2, 3):
+        ledger.accept(run_id, run_id * 10, {})
+    assert ledger.finish(result(2, data="first")) is True
+    # run 2 already has its result; run 3 comes twice in the batch: only its first counts
+    done = ledger.finish_many([result(1), result(2, data="second"), result(3, data="a"),
+                               result(3, TaskStatus.KILLED, data="b"), result(4)])
+    assert done == [True, False, True, False, True]
+    stored = {r["run_id"]: r for r in ledger.pending_results()}
+    assert sorted(stored) == [1, 2, 3, 4]
+    assert (stored[2]["data"], stored[3]["data"], stored[3]["status"]) == ("first", "a", "completed")
+    assert ledger.unfinished() == []
+    assert ledger.finish_many([]) == []
+
+
+def test_a_failing_batch_stores_none_of_it_and_the_ledger_stays_usable(ledger):
+    ledger.accept(1, 10, {})
+    bad = Result(run_id=3, task_id=2**64, parent_id=None, status="failed", data="", logs="")
+    with pytest.raises(OutboxError, match=r"3 runs \(1, 2, 3\)"):
+        ledger.finish_many([result(1), result(2), bad])
+    assert ledger.pending_results() == []
+    assert ledger.get(1).state == ACCEPTED and ledger.get(2) is None
+    assert ledger.finish_many([result(1), result(2)]) == [True, True]

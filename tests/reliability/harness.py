@@ -1,7 +1,9 @@
 """The node's real pure core and agent, in one process, with a fake cluster and server link.
 
 The agent's thread is not started: a test calls `Agent._on_command` and `_on_object` itself, which
-is exactly what the agent's thread does with its queue items, minus the queue.
+is exactly what the agent's thread does with its queue items, minus the queue. The finishing pool
+has no workers unless a test asks (`finishing={"workers": n}`): a run's ending then happens within
+the call that ended it, in order (tests/node/test_finishing.py drives the pool itself).
 """
 from __future__ import annotations
 
@@ -111,7 +113,8 @@ class Harness:
         data = {"node_id": "node-a", "api_key": "node-key-not-for-logs",
                 "server_url": "http://127.0.0.1:9", "task_dir": str(self.root / "tasks"),
                 "databases": dbs, "images": {"allowed": list(ALLOWED)},
-                "job": {"deadline_seconds": 300}, **config_overrides}
+                "job": {"deadline_seconds": 300}, "finishing": {"workers": 0},
+                **config_overrides}
         self.config = parse_config(data, {})
         self.cluster = FakeCluster()
         self.reporter = FakeReporter()
