@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid node configuration {args.config}:\n{e}", file=sys.stderr)
         return 2
     setup_logging(args.log_level.upper(), args.log_format, [config.api_key])
+    # before any socket or connection is made; each followed run costs open files (§9)
+    from node.limits import raise_open_files_limit
+    raise_open_files_limit()
 
     from node.app import NodeApp
     done = threading.Event()

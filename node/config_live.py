@@ -20,6 +20,9 @@ class LiveConfig:
     fail_after: int = 6               # ... before it is marked unresponsive
     node_pub_host: str = "127.0.0.1"  # the node's own PUB socket (python -m node monitor)
     node_pub_port: int = 5560         # 0 = pick a free one (written to the log)
+    # the node's ZeroMQ context: a followed run holds one socket, two while a ping is out
+    # (libzmq's default of 1023 would stop the channel at ~500 runs)
+    max_sockets: int = 65536
     sidecar_image: str = "v6-demo/node"
     # who may connect to the sidecars (the NetworkPolicy's only ingress): the node's pods
     node_namespace: str = "v6-node"
@@ -45,6 +48,14 @@ def _labels(sec: Section, key: str, default: dict[str, str]) -> dict[str, str]:
     return out
 
 
+MAX_SOCKETS_RANGE = (16, 1 << 20)  # libzmq allocates its socket table for the maximum at once
+
+
+def _max_sockets(value: int) -> str | None:
+    low, high = MAX_SOCKETS_RANGE
+    return None if low <= value <= high else f"must be from {low} to {high}, got {value}"
+
+
 def read_live(sec: Section) -> LiveConfig:
     d = LiveConfig()
     values = dict(
@@ -57,6 +68,7 @@ def read_live(sec: Section) -> LiveConfig:
         node_pub_host=sec.get("node_pub_host", str, d.node_pub_host,
                               check=matches(HOST_RE, "host name", HOST_RULE)),
         node_pub_port=sec.get("node_pub_port", int, d.node_pub_port, check=port_number(0)),
+        max_sockets=sec.get("max_sockets", int, d.max_sockets, check=_max_sockets),
         sidecar_image=sec.get("sidecar_image", str, d.sidecar_image, check=non_empty),
         node_namespace=sec.get("node_namespace", str, d.node_namespace,
                                check=matches(DNS_LABEL_RE, "namespace")),

@@ -1,10 +1,13 @@
 """The node's end of the live channel (CONTRACTS §9): one thread owns every ZeroMQ socket.
 
 For each run whose pod is Running with a pod IP, it connects a SUB socket (the sidecar's events)
-and a REQ socket (``ping`` → ``pong``) to the sidecar, forwards progress to the server in order
-(each event once, by ``seq``; gaps are filled from the pong's replay), and follows the sidecar's
-heartbeats with `node.heartbeat` (alive → suspected → failed and back). Everything it learns is
-published on the node's own PUB socket, which ``python -m node monitor`` reads.
+to the sidecar, forwards progress to the server in order (each event once, by ``seq``), and
+follows the sidecar's heartbeats with `node.heartbeat` (alive → suspected → failed and back).
+A REQ socket (``ping`` → ``pong``) is opened only while a ping is needed — after connecting,
+on a gap, when the sidecar stops or its pod does, when it turns suspected — and closed at the
+pong (or after ``PING_TIMEOUT`` intervals): the pong's replay fills gaps. Sockets are bounded
+(`node.live_sockets`): a run that gets none stays ``unfollowed`` and is retried. Everything it
+learns is published on the node's own PUB socket, which ``python -m node monitor`` reads.
 
 Other threads only call the small input methods (``run_status``, ``pod_event``,
 ``run_finished``): they queue work for the live thread. The node connects to pods; pods never
@@ -16,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import zmq
@@ -24,15 +26,13 @@ import zmq
 from node import live_frames as F
 from node.config import LiveConfig
 from node.errors import ClusterError
-from node.heartbeat import FAILED, HeartbeatPolicy, Liveness
+from node.heartbeat import FAILED, SUSPECTED, HeartbeatPolicy, Liveness
+from node.live_sockets import FORWARD_RATE, RETRY_SECONDS, LiveRun, Sockets, make_context
 from node.manifests import SIDECAR_NAME
 
 log = logging.getLogger(__name__)
 
 LOOP_INTERVAL = 0.05
-# Progress sent to the server per run: a burst of this many, then this many per second. An
-# algorithm writing its progress file in a tight loop must not flood the server.
-FORWARD_RATE = 20.0
 # After its pod stops running, a sidecar is followed at most this long (or 2 intervals if more)
 # for the algorithm's last lines; its "stopped" heartbeat, sent after them, ends this early.
 DRAIN_SECONDS = 3.0
@@ -53,36 +53,6 @@ def pod_address(pod: dict) -> str | None:
     return status.get("podIP") or None
 
 
-@dataclass
-class LiveRun:
-    run_id: int
-    task_id: int | None = None
-    status: str = ""
-    since: float = field(default_factory=time.time)      # first seen (wall clock): the age
-    progress: float | None = None
-    message: str = ""
-    seq: int = 0                       # last progress event forwarded
-    health: str = "waiting"            # waiting (no pod yet) | alive | suspected | failed | ended
-    pod: str | None = None
-    ip: str | None = None
-    sub: zmq.Socket | None = None
-    req: zmq.Socket | None = None
-    liveness: Liveness | None = None
-    next_ping: float = 0.0
-    # the pod stopped running: its sidecar may still hold the algorithm's last lines, so the
-    # sockets stay open until then (or until the sidecar says it stopped)
-    drain_until: float | None = None
-    finished: bool = False             # forget the run once drained
-    budget: float = FORWARD_RATE       # progress events the server may get right now
-    budget_at: float = 0.0
-    throttled: int = 0
-
-    def view(self, now_wall: float) -> dict:
-        return {"run_id": self.run_id, "task_id": self.task_id, "status": self.status,
-                "age": round(now_wall - self.since, 1), "progress": self.progress,
-                "message": self.message, "seq": self.seq, "health": self.health}
-
-
 class LiveManager:
     def __init__(self, config: LiveConfig, node_id: str,
                  emit: Callable[[str, dict], bool], *, context: zmq.Context | None = None,
@@ -93,7 +63,10 @@ class LiveManager:
         self.clock = clock
         self.policy = HeartbeatPolicy(config.heartbeat_seconds, config.suspect_after,
                                       config.fail_after)
-        self.ctx = context or zmq.Context.instance()
+        # an own context unless given one (tests): its MAX_SOCKETS must be set before any socket
+        self._own_ctx = context is None
+        self.ctx = make_context(config.max_sockets) if context is None else context
+        self.sockets = Sockets(self.ctx)
         self.inbox: queue.Queue = queue.Queue()
         self.runs: dict[int, LiveRun] = {}
         self.pub: zmq.Socket | None = None
@@ -128,10 +101,13 @@ class LiveManager:
             self.pub.bind(f"tcp://{host}:{self.config.node_pub_port or '*'}")
         except zmq.ZMQError as e:
             self.pub.close()
+            if self._own_ctx:
+                self.ctx.term()
             raise ClusterError(f"live channel: cannot bind the node's PUB socket on "
                                f"{host}:{self.config.node_pub_port}: {e}") from e
         self.pub_port = int(self.pub.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
-        log.info("live channel: node events on tcp://%s:%d", host, self.pub_port)
+        log.info("live channel: node events on tcp://%s:%d; up to %d sockets to sidecars",
+                 host, self.pub_port, self.sockets.budget)
         self._thread.start()
 
     def stop(self) -> None:
@@ -141,11 +117,11 @@ class LiveManager:
 
     # -- the live thread --------------------------------------------------------------------
     def _loop(self) -> None:
-        poller = zmq.Poller()
-        next_snapshot = 0.0
+        poller = self.sockets.poller
+        next_snapshot = next_retry = 0.0
         try:
             while not self.stop_event.is_set():
-                self._drain_inbox(poller)
+                self._drain_inbox()
                 if poller.sockets:
                     ready = dict(poller.poll(LOOP_INTERVAL * 1000))
                 else:  # zmq_poll returns at once with nothing to poll: do not spin
@@ -158,9 +134,12 @@ class LiveManager:
                             self._read_sub(run)
                         if run.req is not None and ready.get(run.req):
                             self._read_req(run)
-                        self._housekeeping(run, now, poller)
+                        self._housekeeping(run, now)
                     except zmq.ZMQError as e:  # one pod's sockets must not stop the others
                         log.warning("live channel of run %s: %s", run.run_id, e)
+                if now >= next_retry:
+                    next_retry = now + RETRY_SECONDS
+                    self._retry_unfollowed()
                 if now >= next_snapshot:
                     next_snapshot = now + self.policy.interval
                     self._publish(F.NODE_TOPIC, F.SNAPSHOT, {
@@ -172,11 +151,13 @@ class LiveManager:
             self.stop_event.set()
         finally:
             for run in list(self.runs.values()):
-                self._disconnect(run, poller)
+                self.sockets.unfollow(run)
             if self.pub is not None:
                 self.pub.close()
+            if self._own_ctx:
+                self.ctx.term()  # every socket is closed (linger 0): returns at once
 
-    def _drain_inbox(self, poller: zmq.Poller) -> None:
+    def _drain_inbox(self) -> None:
         while True:
             try:
                 item = self.inbox.get_nowait()
@@ -198,67 +179,62 @@ class LiveManager:
                 if run is None or run.finished:
                     continue
                 if ip is None:
-                    if name == run.pod and run.drain_until is None:
+                    if name == run.pod and run.sub is None:  # never followed: nothing to fetch
+                        self.sockets.unfollow(run)
+                        run.health = "ended"
+                    elif name == run.pod and run.drain_until is None:
                         self._drain(run)
                 elif run.ip != ip or run.pod != name:
-                    self._disconnect(run, poller)
-                    self._connect(run, name, ip, poller)
+                    self.sockets.unfollow(run)
+                    self._connect(run, name, ip)
             elif kind == "finished":
                 run = self.runs.get(run_id)
                 if run is None:
                     continue
                 run.finished = True
                 if run.sub is None:
-                    self._forget(run, poller)
+                    self._forget(run)
                 elif run.drain_until is None:
                     self._drain(run)
 
     def _drain(self, run: LiveRun) -> None:
         run.drain_until = self.clock() + max(DRAIN_SECONDS, 2 * self.policy.interval)
-        run.next_ping = 0.0
+        if not self._complete(run):
+            run.want_ping = True  # fetch the last lines
 
-    def _connect(self, run: LiveRun, pod: str, ip: str, poller: zmq.Poller) -> None:
-        host = f"[{ip}]" if ":" in ip else ip
-        run.pod, run.ip = pod, ip
-        run.sub = self._socket(zmq.SUB, ip)
-        run.sub.setsockopt_string(zmq.SUBSCRIBE, str(run.run_id))
-        run.sub.connect(f"tcp://{host}:{self.config.pub_port}")
-        run.req = self._socket(zmq.REQ, ip)
-        # a lost reply must not wedge the socket: a new ping may go out, stale replies are dropped
-        run.req.setsockopt(zmq.REQ_RELAXED, 1)
-        run.req.setsockopt(zmq.REQ_CORRELATE, 1)
-        run.req.connect(f"tcp://{host}:{self.config.rep_port}")
-        poller.register(run.sub, zmq.POLLIN)
-        poller.register(run.req, zmq.POLLIN)
-        run.drain_until = None
+    @staticmethod
+    def _complete(run: LiveRun) -> bool:
+        """The sidecar stopped and the node has every event it announced then."""
+        return run.stopped is not None and run.seq >= run.stopped
+
+    def _connect(self, run: LiveRun, pod: str, ip: str) -> None:
+        if not self.sockets.follow(run, pod, ip, self.config.pub_port):
+            if run.health != "unfollowed":  # logged once for all runs (live_sockets)
+                previous, run.health = run.health, "unfollowed"
+                self._publish(str(run.run_id), F.HEALTH,
+                              {"state": "unfollowed", "previous": previous, "missed": 0})
+            return
+        run.drain_until, run.stopped = None, None
         run.liveness = Liveness.start(self.policy, self.clock(),
                                       grace=self.policy.interval * self.policy.suspect_after)
-        run.health, run.next_ping = "alive", 0.0
+        run.health = "alive"
+        run.want_ping, run.ping_retry = True, 0.0  # replay what came before the SUB joined
         log.info("run %s: following its sidecar at %s", run.run_id, ip)
         self._publish(str(run.run_id), F.HEALTH, {"state": "alive", "connected": ip})
 
-    def _socket(self, kind: int, ip: str) -> zmq.Socket:
-        sock = self.ctx.socket(kind)
-        sock.linger = 0
-        sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_FRAME_BYTES)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        if ":" in ip:
-            sock.ipv6 = True
-        return sock
+    def _retry_unfollowed(self) -> None:
+        """Follow runs that got no socket, oldest first, while sockets can be had."""
+        waiting = sorted((r for r in self.runs.values()
+                          if r.sub is None and r.ip is not None and not r.finished),
+                         key=lambda r: r.run_id)
+        for run in waiting:
+            self._connect(run, run.pod, run.ip)
+            if run.sub is None:
+                break
+        self.sockets.settle(all_followed=all(r.sub is not None for r in waiting))
 
-    def _disconnect(self, run: LiveRun, poller: zmq.Poller) -> None:
-        for sock in (run.sub, run.req):
-            if sock is not None:
-                try:
-                    poller.unregister(sock)
-                except KeyError:
-                    pass
-                sock.close()
-        run.sub = run.req = run.liveness = None
-        run.ip = run.pod = run.drain_until = None
-
-    def _forget(self, run: LiveRun, poller: zmq.Poller) -> None:
-        self._disconnect(run, poller)
+    def _forget(self, run: LiveRun) -> None:
+        self.sockets.unfollow(run)
         self.runs.pop(run.run_id, None)
         self._publish(str(run.run_id), F.STATE, {**run.view(time.time()), "gone": True})
 
@@ -281,16 +257,19 @@ class LiveManager:
                 if event is None:
                     continue
                 if event["seq"] > run.seq + 1:
-                    run.next_ping = 0.0  # a gap: the pong's replay fills it, in order
+                    run.want_ping = True  # a gap: the pong's replay fills it, in order
                 elif event["seq"] == run.seq + 1:
                     self._forward(run, event)
             elif kind == F.HEARTBEAT:
                 seq = body.get("seq")
                 if isinstance(seq, int) and not isinstance(seq, bool) and seq > run.seq:
-                    run.next_ping = 0.0
-                if body.get("state") == "stopped" and run.drain_until is not None:
-                    # sent after the sidecar's last progress events (same socket, in order)
-                    run.drain_until = self.clock()
+                    run.want_ping = True  # events published before the SUB joined, or dropped
+                run.stopped = None
+                if body.get("state") == "stopped":
+                    # sent after its last progress events (same socket, in order); it waits for
+                    # a ping that shows the node has them all, then exits
+                    run.stopped = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+                    run.want_ping = True
             elif kind == F.LOG:
                 message = body.get("message")
                 if isinstance(message, str):
@@ -302,40 +281,41 @@ class LiveManager:
             frames = run.req.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
+        before = run.seq
         try:
             rid, kind, body = F.decode(frames)
         except F.FrameError as e:
             log.debug("run %s: bad pong: %s", run.run_id, e)
-            return
-        if rid != str(run.run_id) or kind != F.PONG:
-            return
-        self._beat(run)
-        events = body.get("progress")
-        for raw in events if isinstance(events, list) else []:
-            event = F.progress_event(raw) if isinstance(raw, dict) else None
-            if event is not None and event["seq"] == run.seq + 1:
-                self._forward(run, event)
-        seq = body.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool) and seq > run.seq:
-            run.next_ping = 0.0  # more to replay than one pong carries
+            rid, kind, body = "", "", {}
+        if rid == str(run.run_id) and kind == F.PONG:
+            self._beat(run)
+            events = body.get("progress")
+            for raw in events if isinstance(events, list) else []:
+                event = F.progress_event(raw) if isinstance(raw, dict) else None
+                if event is not None and event["seq"] == run.seq + 1:
+                    self._forward(run, event)
+            seq = body.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                if seq > run.seq:  # more to replay than one pong carries (if it carried any:
+                    run.want_ping = run.seq > before  # a lost history must not loop pings)
+                elif run.stopped is None or body.get("state") == "stopped":
+                    run.want_ping = False  # it has nothing more: needs met by this pong
+        self.sockets.answered(run)
 
-    def _housekeeping(self, run: LiveRun, now: float, poller: zmq.Poller) -> None:
-        if run.drain_until is not None and now >= run.drain_until:
-            self._disconnect(run, poller)
+    def _housekeeping(self, run: LiveRun, now: float) -> None:
+        if run.drain_until is not None and (
+                now >= run.drain_until or (self._complete(run) and not run.want_ping)):
+            self.sockets.unfollow(run)
             run.health = "ended"
         if run.finished and run.sub is None:
-            self._forget(run, poller)
+            self._forget(run)
             return
-        if run.req is not None and now >= run.next_ping:
-            run.next_ping = now + self.policy.interval
-            try:
-                run.req.send_multipart(F.encode(str(run.run_id), F.PING, {"after": run.seq}),
-                                       zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # not connected yet: the heartbeat state machine notices a silence
+        self.sockets.pings(run, now, self.config.rep_port, self.policy.interval)
         if run.liveness is not None and run.drain_until is None:
             changed = run.liveness.tick(now)
             if changed:
+                if changed == SUSPECTED:
+                    run.want_ping = True  # its SUB may be what is silent: ask before failing
                 self._health(run, changed)
 
     def _beat(self, run: LiveRun) -> None:

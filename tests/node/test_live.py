@@ -32,10 +32,12 @@ def until(pred, timeout: float = 10.0, what: str = "condition"):
 class RunningSidecar:
     """A sidecar serving in a thread, as in its pod, on 127.0.0.1."""
 
-    def __init__(self, progress: Path, pub_port: int = 0, rep_port: int = 0) -> None:
-        self.sidecar = Sidecar(SidecarSettings(run_id=str(RUN), host="127.0.0.1",
+    def __init__(self, progress: Path, pub_port: int = 0, rep_port: int = 0, *,
+                 run_id: int = RUN, host: str = "127.0.0.1", heartbeat: float = 0.05) -> None:
+        self.sidecar = Sidecar(SidecarSettings(run_id=str(run_id), host=host,
                                                pub_port=pub_port, rep_port=rep_port,
-                                               progress_file=progress, heartbeat_seconds=0.05))
+                                               progress_file=progress,
+                                               heartbeat_seconds=heartbeat))
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.sidecar.run, args=(self.stop_event,))
         self.thread.start()
@@ -62,8 +64,8 @@ def report(path: Path, *steps: tuple[float | None, str]) -> None:
 def sidecars():
     made: list[RunningSidecar] = []
 
-    def make(progress: Path, **ports) -> RunningSidecar:
-        s = RunningSidecar(progress, **ports)
+    def make(progress: Path, **kw) -> RunningSidecar:
+        s = RunningSidecar(progress, **kw)
         made.append(s)
         return s
     yield make
