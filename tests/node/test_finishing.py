@@ -243,7 +243,9 @@ def test_results_waiting_together_are_stored_in_one_transaction(node):
     wait_for(lambda: node.agent.pool.busy() == 0, 10, "every result read and waiting")
     node.ledger.gate.set()
     wait_for(lambda: node.settled(runs), 20, "every run to be stored and cleaned up")
-    assert len(node.ledger.batches) == 2, node.ledger.batches
+    # the write that waited took what was queued when it began (all of them, if the workers
+    # were quicker than the agent thread); everything that piled up behind it went in one more
+    assert 1 <= len(node.ledger.batches) <= 2, node.ledger.batches
     assert sorted(sum(node.ledger.batches, [])) == list(runs)
     assert sorted(node.results()) == list(runs)
 
