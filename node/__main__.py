@@ -10,7 +10,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 
 from node.errors import NodeError
 
@@ -82,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_files_limit()
 
     from node.app import NodeApp
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
+    from node.stopsignal import StopSignal
+    done = StopSignal().install(signal.SIGTERM, signal.SIGINT)  # a handler that takes no lock
     try:
         app = NodeApp(config)
         app.start()

@@ -28,6 +28,7 @@ from typing import Mapping
 import zmq
 
 from node import live_frames as F
+from node.stopsignal import StopSignal
 
 log = logging.getLogger("node.sidecar")
 
@@ -231,7 +232,7 @@ class Sidecar:
             return
         self.rep.send_multipart(self.answer(frames))
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: "threading.Event | StopSignal") -> None:
         self.announce()
         poller = zmq.Poller()
         poller.register(self.rep, zmq.POLLIN)
@@ -275,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except SidecarError as e:
         log.error("cannot start: %s", e)
         return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopSignal().install(signal.SIGTERM, signal.SIGINT)
     log.info("run %s: live channel on %s (pub %d, rep %d)", settings.run_id, settings.host,
              sidecar.pub_port, sidecar.rep_port)
     try:
