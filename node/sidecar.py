@@ -236,6 +236,10 @@ class Sidecar:
         self.announce()
         poller = zmq.Poller()
         poller.register(self.rep, zmq.POLLIN)
+        # a stop request wakes the poll at once (pyzmq resumes a poll a signal interrupted)
+        wake = stop.fileno() if hasattr(stop, "fileno") else None
+        if wake is not None:
+            poller.register(wake, zmq.POLLIN)
         next_beat = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
@@ -248,6 +252,8 @@ class Sidecar:
         # the algorithm ended (the kubelet stops sidecars after the main containers): the last
         # lines it wrote still go out, and the sidecar answers pings until the node has them
         # all (a fast algorithm may end before the node ever connected) or drain_seconds pass
+        if wake is not None:
+            poller.unregister(wake)  # readable from now on: the drain must not spin on it
         self.begin_stop()
         deadline = time.monotonic() + self.s.drain_seconds
         while not self.drained and (left := deadline - time.monotonic()) > 0:
@@ -270,13 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = StopSignal().install(signal.SIGTERM, signal.SIGINT)
     try:
         settings = SidecarSettings.from_env(os.environ)
         sidecar = Sidecar(settings)
     except SidecarError as e:
         log.error("cannot start: %s", e)
         return 2
-    stop = StopSignal().install(signal.SIGTERM, signal.SIGINT)
     log.info("run %s: live channel on %s (pub %d, rep %d)", settings.run_id, settings.host,
              sidecar.pub_port, sidecar.rep_port)
     try:

@@ -35,6 +35,10 @@ class StopSignal:
         except (BlockingIOError, OSError):
             pass  # the pipe holds a wake-up already (or is closed): the flag is what counts
 
+    def fileno(self) -> int:
+        """Readable once set: for a poll (select, zmq.Poller) to wake on a stop request."""
+        return self._r
+
     def is_set(self) -> bool:
         return self._set
 

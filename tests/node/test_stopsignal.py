@@ -101,3 +101,10 @@ def test_the_sidecar_stops_on_sigterm_sent_again_and_again(tmp_path, attempt):
         p.wait(10)
         p.stderr.close()
 
+
+
+def test_its_fileno_is_readable_once_set(stop):
+    import select
+    assert select.select([stop.fileno()], [], [], 0)[0] == []
+    stop.set()
+    assert select.select([stop.fileno()], [], [], 5)[0] == [stop.fileno()]
