@@ -22,7 +22,8 @@ from localcluster.apiserver.patch import apply_patch
 from localcluster.apiserver.resources import (ALL, CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, NAMESPACES,
                                     NETWORKPOLICIES, PODS, RESOURCEQUOTAS, ROLEBINDINGS, ROLES,
                                     RUNTIMECLASSES, SECRETS, SERVICEACCOUNTS, SERVICES, Resource)
-from localcluster.apiserver.selectors import make_filter
+from localcluster.apiserver.index import Index
+from localcluster.apiserver.selectors import FieldSelector, LabelSelector, make_filter
 from localcluster.apiserver.timestamps import now_rfc3339
 from localcluster.apiserver.watch import Watch
 
@@ -71,6 +72,7 @@ class Store(DeletionMixin):
         """history: how many events watches can resume from. admission: apply defaulting and
         validation on create/replace/patch (mutate() never validates: controllers are trusted)."""
         self._objects: dict[Resource, dict[Key, dict]] = {r: {} for r in ALL}
+        self._indexes: dict[Resource, Index] = {r: Index(r.plural) for r in ALL}
         self._rv = 0
         self._history: deque[tuple[int, str, Resource, dict, dict | None]] = deque(
             maxlen=max(1, history))
@@ -99,9 +101,19 @@ class Store(DeletionMixin):
 
     def list(self, res: Resource, namespace: str | None = None, label_selector: Any = None,
              field_selector: Any = None) -> tuple[list[dict], str]:
-        filt = make_filter(label_selector, field_selector, res.selectable_fields)
+        ls = label_selector if isinstance(label_selector, LabelSelector) \
+            else LabelSelector.parse(label_selector)
+        fs = field_selector if isinstance(field_selector, FieldSelector) \
+            else FieldSelector.parse(field_selector, res.selectable_fields)
+        filt = make_filter(ls, fs)
+        table = self._table(res)
+        if not res.namespaced:
+            namespace = None
+        keys = self._index(res).candidates(namespace, ls, fs)
+        if keys is None:
+            keys = table.keys()
         # sorted by namespace and name, as etcd's key order makes the real server's lists
-        items = [_clone(o) for key, o in sorted(self._items(res, namespace)) if filt(o)]
+        items = [_clone(o) for o in (table[k] for k in sorted(keys)) if filt(o)]
         return items, str(self._rv)
 
     def get_by_uid(self, uid: str) -> tuple[Resource, dict] | None:
@@ -305,6 +317,12 @@ class Store(DeletionMixin):
         except KeyError:
             return self._objects.setdefault(res, {})
 
+    def _index(self, res: Resource) -> Index:
+        try:
+            return self._indexes[res]
+        except KeyError:
+            return self._indexes.setdefault(res, Index(res.plural))
+
     @staticmethod
     def _key(res: Resource, namespace: str | None, name: str) -> Key:
         return ((namespace or "") if res.namespaced else "", name)
@@ -318,17 +336,12 @@ class Store(DeletionMixin):
             raise not_found(res, name)
         return obj
 
-    def _items(self, res: Resource, namespace: str | None) -> list[tuple[Key, dict]]:
+    def _iter(self, res: Resource, namespace: str | None) -> list[dict]:
         table = self._table(res)
         if namespace and res.namespaced:
-            return [(k, o) for k, o in table.items() if k[0] == namespace]
-        return list(table.items())
-
-    def _iter(self, res: Resource, namespace: str | None) -> Iterable[dict]:
-        objs = self._table(res).values()
-        if namespace and res.namespaced:
-            return [o for o in objs if o["metadata"].get("namespace") == namespace]
-        return list(objs)
+            return [table[k] for k in self._index(res).candidates(namespace, LabelSelector(),
+                                                                  FieldSelector()) or ()]
+        return list(table.values())
 
     def _check_namespace(self, res: Resource, namespace: str | None, meta: dict) -> str | None:
         if not res.namespaced:
@@ -399,7 +412,12 @@ class Store(DeletionMixin):
         if event_type is not None:
             obj["metadata"]["resourceVersion"] = self._next_rv()
         key = self._key_of(res, obj)
-        self._table(res)[key] = obj
+        table, index = self._table(res), self._index(res)
+        previous = table.get(key)
+        if previous is not None:
+            index.discard(key, previous)
+        table[key] = obj
+        index.add(key, obj)
         uid = obj["metadata"]["uid"]
         self._by_uid[uid] = (res, key)
         old_owners = {r.get("uid") for r in (old or {}).get("metadata", {}).get(
@@ -417,6 +435,7 @@ class Store(DeletionMixin):
         current = self._table(res).pop(key, None)
         if current is None:
             return
+        self._index(res).discard(key, current)
         gone = _clone(current)
         gone["metadata"]["resourceVersion"] = self._next_rv()
         uid = gone["metadata"]["uid"]
