@@ -99,10 +99,12 @@ class Sockets:
         # every other socket is taken
         self.spare = max(1, min(64, self.budget // 16))
         self.open = 0
+        self.owners: dict[zmq.Socket, LiveRun] = {}  # whose socket: a ready one is read alone
         self.short = False      # some socket was refused (warned once)
         self.refusals = 0       # since the last settle()
 
-    def connect(self, kind: int, ip: str, port: int, topic: str | None = None) -> zmq.Socket | None:
+    def connect(self, kind: int, ip: str, port: int, topic: str | None = None,
+                owner: LiveRun | None = None) -> zmq.Socket | None:
         """A socket connected to ip:port and polled for input (a SUB subscribed to topic), or
         None when there is no socket to spare."""
         if self.open + (self.spare if kind == zmq.SUB else 0) >= self.budget:
@@ -131,6 +133,8 @@ class Sockets:
             raise
         self.poller.register(sock, zmq.POLLIN)
         self.open += 1
+        if owner is not None:
+            self.owners[sock] = owner
         return sock
 
     def close(self, sock: zmq.Socket | None) -> None:
@@ -140,6 +144,7 @@ class Sockets:
             self.poller.unregister(sock)
         except KeyError:
             pass
+        self.owners.pop(sock, None)
         sock.close()
         self.open -= 1
 
@@ -147,7 +152,7 @@ class Sockets:
     def follow(self, run: LiveRun, pod: str, ip: str, port: int) -> bool:
         """Its SUB socket; False (the run stays unfollowed) when there is none to spare."""
         run.pod, run.ip = pod, ip
-        run.sub = self.connect(zmq.SUB, ip, port, topic=str(run.run_id))
+        run.sub = self.connect(zmq.SUB, ip, port, topic=str(run.run_id), owner=run)
         return run.sub is not None
 
     def unfollow(self, run: LiveRun) -> None:
@@ -168,7 +173,7 @@ class Sockets:
                 or now < run.ping_retry:
             return
         if run.req is None:
-            run.req = self.connect(zmq.REQ, run.ip, port)
+            run.req = self.connect(zmq.REQ, run.ip, port, owner=run)
             if run.req is None:
                 run.ping_retry = now + interval
                 return
