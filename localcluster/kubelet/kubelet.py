@@ -191,7 +191,7 @@ class Kubelet:
         if not matches_node(worker.pod, labels):
             return "NodeAffinity", "Predicate NodeAffinity failed"
         try:
-            requests = pod_requests(worker.pod)
+            requests = _requests(worker)
         except ValueError:
             return None  # the API server validated the quantities
         used: dict[str, Decimal] = {"pods": Decimal(0)}
@@ -199,7 +199,7 @@ class Kubelet:
             if w is worker or not w.admitted or w.phase in TERMINAL:
                 continue
             used["pods"] += 1
-            for k, v in pod_requests(w.pod).items():
+            for k, v in _requests(w).items():
                 used[k] = used.get(k, Decimal(0)) + v
         lacking = shortfalls(requests, self.allocatable, used)
         if not lacking:
@@ -285,3 +285,12 @@ class ImagePodWorker(PodWorker):
     async def _container_spec(self, c: dict, cs: dict, *args, **kwargs) -> ContainerSpec:
         spec = await super()._container_spec(c, cs, *args, **kwargs)
         return self.k.runtime.runs_images(spec, self.pod, c, cs.get("imageID"))
+
+
+def _requests(worker: PodWorker) -> dict[str, Decimal]:
+    """The pod's requests, parsed once: a pod's resources do not change (no in-place resize
+    here), and parsing every admitted pod's quantities for each new pod made admission O(pods)."""
+    cached = getattr(worker, "_requests", None)
+    if cached is None:
+        cached = worker._requests = pod_requests(worker.pod)
+    return cached
