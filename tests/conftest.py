@@ -7,6 +7,10 @@ import time
 
 import pytest
 
+# the local cluster (in this process or started by a test) checks that no controller changes the
+# objects its store shares with them (localcluster.apiserver.store.CHECK_SHARED)
+os.environ.setdefault("LOCALCLUSTER_CHECK_SHARED", "1")
+
 
 def _child_pids() -> set[int]:
     me = str(os.getpid())

@@ -274,7 +274,7 @@ class RootCaPublisher:
         self.namespaces: set[str] = set()
 
     def start(self) -> None:
-        self.store.subscribe(self._on_event)
+        self.store.subscribe(self._on_event, shared=True)  # read only
         for pod in self.store.list(PODS)[0]:
             self._on_event("ADDED", PODS, pod)
 

@@ -130,7 +130,7 @@ class DeploymentController(Reconciler):
         self.store = store
 
     def start(self) -> None:
-        self.store.subscribe(self._on_event)
+        self.store.subscribe(self._on_event, shared=True)  # read only
         for dep in self.store.list(DEPLOYMENTS)[0]:
             self._enqueue((dep["metadata"]["namespace"], dep["metadata"]["name"]))
 

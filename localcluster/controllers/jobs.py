@@ -108,7 +108,7 @@ class JobController(Reconciler):
         self._create_backoff: dict[str, tuple[int, float]] = {}
 
     def start(self) -> None:
-        self.store.subscribe(self._on_event)
+        self.store.subscribe(self._on_event, shared=True)  # read only
         for job in self.store.list(JOBS)[0]:
             self._enqueue((job["metadata"]["namespace"], job["metadata"]["name"]))
 

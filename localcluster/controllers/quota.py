@@ -29,7 +29,7 @@ class QuotaController(Reconciler):
         self.store = store
 
     def start(self) -> None:
-        self.store.subscribe(self._on_event)
+        self.store.subscribe(self._on_event, shared=True)  # read only
         for q in self.store.list(RESOURCEQUOTAS)[0]:
             self._enqueue((q["metadata"]["namespace"], q["metadata"]["name"]))
 

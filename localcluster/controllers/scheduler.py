@@ -54,7 +54,7 @@ class Scheduler:
     # --- lifecycle ---
 
     def start(self) -> None:
-        self.store.subscribe(self._on_event)
+        self.store.subscribe(self._on_event, shared=True)  # read only
         for node in self.store.list(NODES)[0]:
             self._on_event("ADDED", NODES, node)
         for pod in self.store.list(PODS)[0]:

@@ -55,6 +55,7 @@ from localcluster.runtime.fake_spec import is_live_sidecar
 from localcluster.runtime.registry import Registry, RegistryError
 from localcluster.apiserver.errors import ApiError
 from localcluster.apiserver.resources import CONFIGMAPS, NODES, PODS, SECRETS
+from localcluster.apiserver.store import clone
 from localcluster.runtime.base import ContainerSpec, Runtime
 
 __all__ = ["Kubelet", "KubeletConfig", "read_log", "resolve_log_path", "LogError"]
@@ -110,7 +111,7 @@ class Kubelet:
 
     def start(self) -> None:
         self._register_node()
-        self.store.subscribe(self._on_event)
+        self.store.subscribe(self._on_event, shared=True)  # read only
         for pod in self.store.list(PODS)[0]:
             self._on_event("ADDED", PODS, pod)
         self._node_task = asyncio.ensure_future(self._node_heartbeats())
@@ -172,10 +173,10 @@ class Kubelet:
                 return
             if (obj.get("spec") or {}).get("nodeName") != self.config.node_name:
                 return  # not bound yet (the scheduler's), or another node's
-            if worker is None:
-                self.workers[uid] = self.worker_class(self, obj)
+            if worker is None:  # kept: a copy of the store's shared object
+                self.workers[uid] = self.worker_class(self, clone(obj))
             else:
-                worker.update(obj)
+                worker.update(clone(obj))
         elif res in (SECRETS, CONFIGMAPS):
             for w in self.workers.values():  # a missing Secret/ConfigMap may exist now
                 w.poke.set()

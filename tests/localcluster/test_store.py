@@ -310,3 +310,21 @@ def test_pod_spec_is_immutable_through_updates(store):
     p = store.patch(PODS, "default", "a", [{"op": "replace", "path": "/spec/containers/0/image",
                                             "value": "busybox:2"}], "json")
     assert p["spec"]["containers"][0]["image"] == "busybox:2"
+
+
+def test_shared_subscribers_get_the_stored_object_others_a_copy(store):
+    shared, copied = [], []
+    store.subscribe(lambda t, res, obj: shared.append(obj), shared=True)
+    store.subscribe(lambda t, res, obj: copied.append(obj))
+    store.create(CONFIGMAPS, "default", {"metadata": {"name": "c"}, "data": {"a": "1"}})
+    stored = store._table(CONFIGMAPS)[("default", "c")]
+    assert shared[0] is stored
+    assert copied[0] == stored and copied[0] is not stored
+
+
+def test_a_shared_subscriber_that_changes_the_object_fails_the_write(store, monkeypatch):
+    from localcluster.apiserver import store as store_module
+    monkeypatch.setattr(store_module, "CHECK_SHARED", True)
+    store.subscribe(lambda t, res, obj: obj["data"].update(a="changed"), shared=True)
+    with pytest.raises(store_module.SharedObjectChanged):
+        store.create(CONFIGMAPS, "default", {"metadata": {"name": "c"}, "data": {"a": "1"}})
