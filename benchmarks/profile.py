@@ -72,7 +72,9 @@ def summarise(raw: str, top: int = 15) -> dict:
 
 def _markdown(summaries: dict, meta: dict) -> str:
     lines = [f"# Profile: {meta['runs']} runs in flight, released at once ({meta['date']}, "
-             f"commit {meta['commit']}, live channel {'on' if meta['live'] else 'off'})", "",
+             f"commit {meta['commit']}, live channel {'on' if meta['live'] else 'off'}; "
+             f"recorded: {'the whole level' if meta['phase'] == 'level' else 'release to last result'})",
+             "",
              f"Level: {json.dumps(meta['level'])}", ""]
     for proc, s in summaries.items():
         total = max(s["samples"], 1)
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--no-live", action="store_true")
+    p.add_argument("--phase", choices=("level", "release"), default="level",
+                   help="what to record: the whole level (starting 1,000 runs included), or "
+                        "only from the release to the last result")
     p.add_argument("--workdir", type=Path, default=REPO / "run" / "profile")
     p.add_argument("--out", type=Path, default=HERE / "profile.md")
     a = p.parse_args(argv)
@@ -103,13 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     images.write_text(scale.fake_images(gate.root))
     bench = start_bench(a.workdir / "stack", "watch", live=not a.no_live, images=[images])
     try:
-        recorders = {"node": (_record(bench.node_pid, a.workdir / "node.txt"), a.workdir / "node.txt"),
-                     "local cluster": (_record(bench.cluster.pid, a.workdir / "cluster.txt"),
-                                       a.workdir / "cluster.txt")}
-        time.sleep(1)  # py-spy attaches
+        recorders: dict = {}
+
+        def record() -> None:
+            for name, pid, path in (("node", bench.node_pid, a.workdir / "node.txt"),
+                                    ("local cluster", bench.cluster.pid,
+                                     a.workdir / "cluster.txt")):
+                recorders[name] = (_record(pid, path), path)
+            time.sleep(1)  # py-spy attaches
+
+        if a.phase == "level":
+            record()
         # run_level restarts the node: profile the one it starts
         bench.restart_node = lambda: None
-        level = scale.run_level(bench, gate, a.runs, timeout=1200)
+        level = scale.run_level(bench, gate, a.runs, timeout=1200,
+                                on_release=record if a.phase == "release" else None)
         for proc, _ in recorders.values():
             _stop(proc)
     finally:
@@ -126,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     keep["completion_p99_ms"] = level["completion_ms"].get("p99")
     from benchmarks.__main__ import _git_commit
     a.out.write_text(_markdown(summaries, {
-        "runs": a.runs, "live": not a.no_live, "level": keep, "commit": _git_commit(),
+        "runs": a.runs, "live": not a.no_live, "level": keep, "phase": a.phase, "commit": _git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
     log.info("wrote %s", a.out)
     return 0

@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 from benchmarks import procstat
 from benchmarks.harness import Bench, BenchError
@@ -77,7 +78,8 @@ def _wait(pred, deadline: float, sampler: Sampler, what: str, bench: Bench, runs
         time.sleep(0.1)
 
 
-def run_level(bench: Bench, gate: Gate, n: int, timeout: float) -> dict:
+def run_level(bench: Bench, gate: Gate, n: int, timeout: float,
+              on_release: Callable[[], None] | None = None) -> dict:
     gate.reset()
     bench.restart_node()
     pid = bench.node_pid
@@ -101,6 +103,8 @@ def run_level(bench: Bench, gate: Gate, n: int, timeout: float) -> dict:
     fds_in_flight, sockets_in_flight = sampler.sample()
     in_flight_rss = procstat.rss_mb(pid)
     cpu_in_flight = procstat.cpu_seconds(pid)
+    if on_release is not None:
+        on_release()
     t_release = time.time()
     gate.release()
     remaining = deadline - time.monotonic()

@@ -220,11 +220,12 @@ class Store(DeletionMixin):
     def mutate(self, res: Resource, namespace: str | None, name: str,
                fn: Callable[[dict], Any]) -> dict:
         """Controller helper: fn edits a copy in place (spec, status, metadata.labels,
-        finalizers...). No validation. No change → no new resourceVersion, no event."""
+        finalizers...). No validation. No change → no new resourceVersion, no event. Returns
+        the stored object, shared: read it, do not change or keep it (clone() to keep)."""
         old = self._require(res, namespace, name)
         new = _clone(old)
         fn(new)
-        return self._update(res, old, new, "*", admit=False)
+        return self._update(res, old, new, "*", admit=False, shared=True)
 
     def delete(self, res: Resource, namespace: str | None, name: str, propagation: str | None = None,
                grace_period_seconds: int | None = None,
@@ -368,7 +369,7 @@ class Store(DeletionMixin):
         return ns
 
     def _update(self, res: Resource, old: dict, new: dict, subresource: str | None,
-                admit: bool, warnings: list[str] | None = None) -> dict:
+                admit: bool, warnings: list[str] | None = None, shared: bool = False) -> dict:
         """subresource None: spec/metadata update (status kept for types with a status
         subresource); "status": only .status; "*": everything (controllers)."""
         if subresource == "status":
@@ -401,8 +402,9 @@ class Store(DeletionMixin):
             if subresource is None:
                 self._chain.validate_update(res, new, old, warnings)
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        give = (lambda o: o) if shared else _clone
         if new == old:
-            return _clone(old)
+            return give(old)
         if _spec_part(new) != _spec_part(old):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         if old["metadata"].get("deletionTimestamp") and not meta.get("finalizers") \
@@ -411,9 +413,9 @@ class Store(DeletionMixin):
             self._write(res, new, old, None)
             self._remove(res, new)
             self._collect(new)
-            return _clone(new)
+            return give(new)
         self._write(res, new, old, "MODIFIED")
-        return _clone(new)
+        return give(new)
 
     def _next_rv(self) -> str:
         self._rv += 1

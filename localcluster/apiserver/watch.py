@@ -71,7 +71,10 @@ class Watch:
             raise StopAsyncIteration
         event_type, obj = item
         self.resource_version = obj["metadata"]["resourceVersion"]
-        return event_type, copy.deepcopy(obj)
+        # the stored object itself (stored objects are never changed in place): the one reader,
+        # serve_watch, only serialises it, and a copy per event and watcher was 7 % of the
+        # stand-in's time with 1,000 pods ending
+        return event_type, obj
 
     def get_nowait(self) -> tuple[str, dict] | None:
         """The next queued event or None (for synchronous tests)."""
@@ -84,4 +87,4 @@ class Watch:
             return None
         event_type, obj = item
         self.resource_version = obj["metadata"]["resourceVersion"]
-        return event_type, copy.deepcopy(obj)
+        return event_type, copy.deepcopy(obj)  # tests may change what they get

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -108,6 +110,7 @@ class Kubelet:
         self.workers: dict[str, PodWorker] = {}
         self.closing = False
         self._node_task: asyncio.Task | None = None
+        self._remover = ThreadPoolExecutor(1, thread_name_prefix="kubelet-rmtree")
 
     def start(self) -> None:
         self._register_node()
@@ -160,6 +163,17 @@ class Kubelet:
         await self.runtime.close()
         await self.network.drain()
         await self.fake_network.drain()
+        self._remover.shutdown(wait=True)  # the last removals: moments, and nothing runs now
+
+    def remove_dirs(self, *dirs: Path) -> None:
+        """Remove a finished pod's directories off the event loop: their names have the pod's
+        uid, so nothing new can be in them, and removing them on the loop was a sixth of the
+        stand-in's time when 1,000 pods ended at once."""
+        for d in dirs:
+            try:
+                self._remover.submit(shutil.rmtree, d, ignore_errors=True)
+            except RuntimeError:  # closed: a pod that ended while the kubelet stopped
+                shutil.rmtree(d, ignore_errors=True)
 
     # --- store notifications (synchronous: only record and wake up) ---
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -15,6 +14,7 @@ from localcluster.kubelet.status import (initial_status, pod_conditions, pod_pha
                                          waiting)
 from localcluster.kubelet.volumes import MountError, Volume, prepare_volumes
 from localcluster.apiserver.resources import CONFIGMAPS, PODS, SECRETS
+from localcluster.apiserver.store import clone
 from localcluster.runtime.base import Container, ExitStatus
 
 
@@ -133,8 +133,7 @@ class PodWorker(ContainerRunner):
     def _finish(self) -> None:
         self._network().release(self.uid)
         self.k.workers.pop(self.uid, None)
-        shutil.rmtree(pod_dir(self.k.state_dir, self.pod), ignore_errors=True)
-        shutil.rmtree(self._volume_dir(), ignore_errors=True)
+        self.k.remove_dirs(pod_dir(self.k.state_dir, self.pod), self._volume_dir())
         if not self.removed and not self.k.closing:
             try:
                 self.k.store.delete(PODS, self.ns, self.name, grace_period_seconds=0,
@@ -335,7 +334,7 @@ class PodWorker(ContainerRunner):
         try:
             pod = self.k.store.mutate(PODS, self.ns, self.name, fn)
             if pod["metadata"]["uid"] == self.uid:
-                self.pod = pod
+                self.pod = clone(pod)  # kept: mutate gives the store's shared object
         except ApiError as e:
             if e.code != 404:
                 raise
