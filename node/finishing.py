@@ -33,6 +33,7 @@ from node.workpool import WorkPool
 from node.workspace import OutputTooLarge, Workspace
 
 log = logging.getLogger(__name__)
+CLEAN_UP = 1  # pool priority: after reading results (0), which come first
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Finishing:
         return [True] * len(results)
 
     def _clean_up(self, run: Run) -> None:
-        self.pool.submit(lambda: self._remove(run))
+        self.pool.submit(lambda: self._remove(run), priority=CLEAN_UP)
 
     # -- workers (read the run, never the agent's state) ------------------------------------------
     def _gather(self, run: Run, status: TaskStatus, detail: str, refresh: bool) -> Gathered:

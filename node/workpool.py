@@ -8,12 +8,17 @@ for the submitter. Shutdown (the stop Event) ends the workers after their curren
 tasks are dropped, which is safe only for work that can be redone from the ledger and the
 cluster after a restart (node.finishing keeps to that).
 
+A task has a priority (lower first, then in order of submission): a run's clean-up (Job delete,
+files) waits behind the reading of other runs' results, so at 1,000 runs ending at once the
+results are not queued behind the removal of the runs that came before.
+
 With 0 workers each task runs at once on the submitting thread and delivers there: the agent's
 own loop then does everything in order (tests; a debugging aid).
 """
 from __future__ import annotations
 
 import logging
+import itertools
 import queue
 import threading
 import time
@@ -34,7 +39,8 @@ class WorkPool:
         self.stop_event = stop
         self.deliver = deliver
         self.name = name
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._queue: queue.PriorityQueue = queue.PriorityQueue(maxsize=queue_size)
+        self._order = itertools.count()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(workers)]
         self._busy = 0  # tasks queued or running
@@ -51,7 +57,7 @@ class WorkPool:
         for t in self._threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, priority: int = 0) -> None:
         """Queue a task; waits while the queue is full. Raises retry.Cancelled on shutdown."""
         if self.workers == 0:  # inline: errors and shutdown reach the caller as they are
             out = task()
@@ -60,12 +66,13 @@ class WorkPool:
             return
         with self._lock:
             self._busy += 1
+            item = (priority, next(self._order), task)
         while True:
             if self.stop_event.is_set():
                 self._done()
                 raise retry.Cancelled()
             try:
-                self._queue.put(task, timeout=POLL_SECONDS)
+                self._queue.put(item, timeout=POLL_SECONDS)
                 return
             except queue.Full:
                 continue
@@ -89,7 +96,7 @@ class WorkPool:
     def _work(self) -> None:
         while not self.stop_event.is_set():
             try:
-                task = self._queue.get(timeout=POLL_SECONDS)
+                _, _, task = self._queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
             try:
