@@ -176,7 +176,12 @@ class Ledger:
             "SELECT result FROM outbox ORDER BY created LIMIT ?", (limit,))]
 
     def delivered(self, run_id: int) -> None:
-        self._tx([("DELETE FROM outbox WHERE run_id=?", (run_id,))])
+        self.delivered_many([run_id])
+
+    def delivered_many(self, run_ids: list[int]) -> None:
+        """The server has these results: out of the outbox, in one transaction."""
+        if run_ids:
+            self._tx([("DELETE FROM outbox WHERE run_id=?", (r,)) for r in run_ids])
 
     def outbox_size(self) -> int:
         return self._query("SELECT COUNT(*) FROM outbox")[0][0]

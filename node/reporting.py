@@ -11,6 +11,7 @@ from node.models import StatusReport
 from node.server_link import ServerLink
 
 log = logging.getLogger(__name__)
+BATCH = 256  # results read from the outbox at a time; ServerLink.call_many pipelines them
 
 
 class Reporter(threading.Thread):
@@ -47,30 +48,39 @@ class Reporter(threading.Thread):
 
     def _deliver_pending(self) -> None:
         while not self.stop_event.is_set():
-            batch = self.ledger.pending_results()
+            batch = self.ledger.pending_results(limit=BATCH)
             if not batch:
                 return
-            for result in batch:
-                try:
-                    ack = self.link.call("run_result", result)
-                except ServerLinkError as e:
-                    log.warning("result of run %s not delivered yet: %s", result["run_id"], e)
-                    return
-                if not isinstance(ack, dict) or not ack.get("ok"):
-                    # the server refused it for good (unknown run): keeping it would block the
-                    # outbox forever; it stays in the log for the operator
-                    reason = str(ack.get("error") if isinstance(ack, dict) else ack)[:500]
-                    log.error("server refused the result of run %s: %s", result["run_id"], reason)
-                    # a refusal is final: tell the server the run failed and why (best effort,
-                    # refused too if the run is unknown) instead of retrying it forever
-                    self.link.emit("algorithm_status_change", {
-                        "run_id": result["run_id"], "task_id": result.get("task_id"),
-                        "parent_id": result.get("parent_id"), "status": "failed",
-                        "detail": f"result refused by the server: {reason}"})
-                elif ack.get("duplicate"):
-                    log.info("result of run %s was already stored at the server",
-                             result["run_id"])
-                else:
-                    log.info("result of run %s delivered (%s)", result["run_id"],
-                             result["status"])
-                self.ledger.delivered(result["run_id"])
+            try:
+                acks = self.link.call_many("run_result", batch)
+            except ServerLinkError as e:
+                log.warning("%d results not delivered yet: %s", len(batch), e)
+                return
+            done, failed = [], False
+            for result, ack in zip(batch, acks):
+                if isinstance(ack, ServerLinkError):
+                    log.warning("result of run %s not delivered yet: %s", result["run_id"], ack)
+                    failed = True
+                    continue
+                self._answered(result, ack)
+                done.append(result["run_id"])
+            self.ledger.delivered_many(done)
+            if failed:
+                return  # the rest waits for the next kick or retry_interval
+
+    def _answered(self, result: dict, ack) -> None:
+        if not isinstance(ack, dict) or not ack.get("ok"):
+            # the server refused it for good (unknown run): keeping it would block the
+            # outbox forever; it stays in the log for the operator
+            reason = str(ack.get("error") if isinstance(ack, dict) else ack)[:500]
+            log.error("server refused the result of run %s: %s", result["run_id"], reason)
+            # a refusal is final: tell the server the run failed and why (best effort,
+            # refused too if the run is unknown) instead of retrying it forever
+            self.link.emit("algorithm_status_change", {
+                "run_id": result["run_id"], "task_id": result.get("task_id"),
+                "parent_id": result.get("parent_id"), "status": "failed",
+                "detail": f"result refused by the server: {reason}"})
+        elif ack.get("duplicate"):
+            log.info("result of run %s was already stored at the server", result["run_id"])
+        else:
+            log.info("result of run %s delivered (%s)", result["run_id"], result["status"])

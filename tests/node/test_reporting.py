@@ -25,6 +25,15 @@ class FakeLink:
             raise answer
         return answer
 
+    def call_many(self, event, items):
+        out = []
+        for data in items:
+            try:
+                out.append(self.call(event, data))
+            except ServerLinkError as e:
+                out.append(e)
+        return out
+
     def emit(self, event, data):
         self.emitted.append((event, data))
         return True
@@ -53,3 +62,15 @@ def test_an_undelivered_result_stays_for_the_next_try(tmp_path):
     reporter, link, ledger = _reporter(tmp_path, [ServerLinkError("timeout")])
     reporter._deliver_pending()
     assert ledger.outbox_size() == 1 and link.emitted == []
+
+
+def test_of_a_batch_the_answered_results_leave_the_outbox_and_the_unanswered_stay(tmp_path):
+    reporter, link, ledger = _reporter(tmp_path, [{"ok": True}, ServerLinkError("timeout"),
+                                                  {"ok": True, "duplicate": True}])
+    for run_id in (6, 7):
+        ledger.finish(Result(run_id=run_id, task_id=3, parent_id=None,
+                             status=TaskStatus.COMPLETED, data="{}", logs=""))
+    reporter._deliver_pending()
+    assert [c["run_id"] for c in link.calls] == [5, 6, 7]
+    assert [r["run_id"] for r in ledger.pending_results()] == [6]
+    assert link.emitted == []

@@ -27,6 +27,7 @@ class StallingServer:
         self.disconnects: list[str] = []
         self.beats: list[tuple[str, dict]] = []
         self.acked: list[str] = []
+        self.results: list[int] = []  # run ids of run_result events, as they came
         self.expected_interval = 0.1  # what the server tells nodes it expects
         self.port: int | None = None
         self._ready = threading.Event()
@@ -86,6 +87,14 @@ class StallingServer:
                 await gate.wait()
             self.acked.append(sid)
             return {"ok": True, "state": "alive", "interval_seconds": self.expected_interval}
+
+        @sio.on("run_result")
+        async def result(sid, data):
+            self.results.append(data["run_id"])
+            gate = self._gate
+            if gate is not None:
+                await gate.wait()
+            return {"ok": True, "run_id": data["run_id"]}
 
         runner = web.AppRunner(app, shutdown_timeout=1.0)
         await runner.setup()
