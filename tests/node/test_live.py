@@ -2,6 +2,8 @@
 live manager (node/live.py) and the monitor (node/monitor.py), each in this process."""
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import json
 import threading
@@ -46,6 +48,12 @@ class RunningSidecar:
         self.stop_event.set()
         self.thread.join(5)
         self.sidecar.close()
+
+    def crash(self) -> None:
+        """Ends without its "stopped" heartbeat or a drain, as a killed or hung sidecar."""
+        self.sidecar.begin_stop = lambda: None
+        self.sidecar.s = dataclasses.replace(self.sidecar.s, drain_seconds=0)
+        self.stop()
 
 
 @pytest.fixture
@@ -246,7 +254,7 @@ def test_the_node_flags_a_silent_sidecar_and_clears_the_flag_when_it_answers_aga
     node.live.pod_event(RUN, "MODIFIED", running_pod())
     until(lambda: node.progress() == [1], what="first event")
     ports = dict(pub_port=side.sidecar.pub_port, rep_port=side.sidecar.rep_port)
-    side.stop()  # the sidecar stops answering
+    side.crash()  # the sidecar stops answering
     until(lambda: node.health()[-2:] == ["suspected", "failed"], what="suspected, then failed")
     again = sidecars(progress_file, **ports)  # restarted: reads the file from the start
     report(progress_file, (1.0, "done"))
@@ -386,3 +394,20 @@ def test_a_run_whose_pod_shows_up_before_its_status_is_followed_too(progress_fil
     node.live.run_finished(RUN)
     until(lambda: any(k == F.STATE and b.get("gone") and b["run_id"] == RUN and b["task_id"] == 70
                       for r, k, b in node.read()), what="the run drained and gone")
+
+
+def test_a_sidecar_that_said_it_stopped_is_not_flagged_while_its_pod_ends(progress_file,
+                                                                          sidecars, nodes):
+    side = sidecars(progress_file)
+    report(progress_file, (0.5, "half"))
+    node = nodes(side.sidecar.pub_port, side.sidecar.rep_port)
+    node.live.run_status(RUN, 70, "active")
+    node.live.pod_event(RUN, "MODIFIED", running_pod())
+    until(lambda: node.progress() == [1], what="first event")
+    report(progress_file, (1.0, "done"))
+    side.stop()  # the kubelet stops it: "stopped", then it waits until the node has event 2
+    assert side.sidecar.drained and node.progress() == [1, 2]
+    # silence for longer than fail_after (4 beats of 0.05 s): the pod's end has not come yet
+    silent_until = time.monotonic() + 0.6
+    until(lambda: time.monotonic() >= silent_until, what="a silence past fail_after")
+    assert "suspected" not in node.health() and "failed" not in node.health()
