@@ -11,7 +11,9 @@ from node.models import StatusReport
 from node.server_link import ServerLink
 
 log = logging.getLogger(__name__)
-BATCH = 256  # results read from the outbox at a time; ServerLink.call_many pipelines them
+# results read from the outbox at a time, pipelined by ServerLink.call_many and marked delivered
+# together: also the most a node that dies meanwhile sends twice (the server answers "duplicate")
+BATCH = 64
 
 
 class Reporter(threading.Thread):
@@ -52,7 +54,7 @@ class Reporter(threading.Thread):
             if not batch:
                 return
             try:
-                acks = self.link.call_many("run_result", batch)
+                acks = self.link.call_many("run_result", batch, window=BATCH)
             except ServerLinkError as e:
                 log.warning("%d results not delivered yet: %s", len(batch), e)
                 return

@@ -25,7 +25,7 @@ class FakeLink:
             raise answer
         return answer
 
-    def call_many(self, event, items):
+    def call_many(self, event, items, window=64):
         out = []
         for data in items:
             try:
