@@ -245,14 +245,20 @@ def test_the_node_forwards_progress_once_and_in_order_also_what_came_before_it_c
           what="a snapshot showing the run alive at 70%")
 
 
-def test_the_node_flags_a_silent_sidecar_and_clears_the_flag_when_it_answers_again(
-        progress_file, sidecars, nodes):
+def _followed_after_one_event(progress_file, sidecars, nodes):
+    """A sidecar that published one event, and a node that follows it and has that event."""
     side = sidecars(progress_file)
     report(progress_file, (0.5, "half"))
     node = nodes(side.sidecar.pub_port, side.sidecar.rep_port)
     node.live.run_status(RUN, 70, "active")
     node.live.pod_event(RUN, "MODIFIED", running_pod())
     until(lambda: node.progress() == [1], what="first event")
+    return side, node
+
+
+def test_the_node_flags_a_silent_sidecar_and_clears_the_flag_when_it_answers_again(
+        progress_file, sidecars, nodes):
+    side, node = _followed_after_one_event(progress_file, sidecars, nodes)
     ports = dict(pub_port=side.sidecar.pub_port, rep_port=side.sidecar.rep_port)
     side.crash()  # the sidecar stops answering
     until(lambda: node.health()[-2:] == ["suspected", "failed"], what="suspected, then failed")
@@ -398,12 +404,7 @@ def test_a_run_whose_pod_shows_up_before_its_status_is_followed_too(progress_fil
 
 def test_a_sidecar_that_said_it_stopped_is_not_flagged_while_its_pod_ends(progress_file,
                                                                           sidecars, nodes):
-    side = sidecars(progress_file)
-    report(progress_file, (0.5, "half"))
-    node = nodes(side.sidecar.pub_port, side.sidecar.rep_port)
-    node.live.run_status(RUN, 70, "active")
-    node.live.pod_event(RUN, "MODIFIED", running_pod())
-    until(lambda: node.progress() == [1], what="first event")
+    side, node = _followed_after_one_event(progress_file, sidecars, nodes)
     report(progress_file, (1.0, "done"))
     side.stop()  # the kubelet stops it: "stopped", then it waits until the node has event 2
     assert side.sidecar.drained and node.progress() == [1, 2]
