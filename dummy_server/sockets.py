@@ -9,6 +9,7 @@ from typing import Any
 import socketio
 
 from .errors import ServerError
+from .group_commit import GroupCommit
 from .service import RESEARCHERS_ROOM, Message, Service, node_room, researcher_room
 from .validation import is_id
 
@@ -25,6 +26,7 @@ class SocketHandlers:
         self.service = service
         self.peers: dict[str, tuple[str, str]] = {}  # sid -> ("node"|"researcher", id)
         self._wake = asyncio.Event()
+        self.results = GroupCommit(service.store)
         for name in ("connect", "disconnect", "node_connection_request", "algorithm_status_change",
                      "run_result", "command_rejected", "command_request", "algorithm_progress",
                      "node_heartbeat"):
@@ -204,7 +206,7 @@ class SocketHandlers:
         if node_id is None:
             return {"ok": False, "error": "only nodes report results"}
         try:
-            ack, messages = self.service.result(node_id, data)
+            ack, messages = await self.results.run(lambda: self.service.result(node_id, data))
         except ServerError as e:
             log.warning("result from %s refused: %s", node_id, e)
             return {"ok": False, "error": str(e)}

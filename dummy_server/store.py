@@ -1,7 +1,8 @@
 """SQLite persistence of tasks, runs, status history, results and node presence.
 
 Synchronous and small: the server calls it from its event loop; every write commits at once so
-state survives a restart. Runs have an internal primary key ``pk``; ``run_id`` is the id the node
+state survives a restart, unless it runs inside ``group()``: then the writes of the group commit
+together (one fsync for many results), each still all-or-nothing on its own. Runs have an internal primary key ``pk``; ``run_id`` is the id the node
 and the API see (equal to ``pk`` for rich runs, the prototype's run id for legacy runs, which is
 shared by the runs of one legacy task on different nodes).
 """
@@ -66,6 +67,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._clock = clock
+        self._depth = 0  # open transactions: inside a group(), a write is a savepoint
         self._db.executescript(_SCHEMA)
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(nodes)")}
         if "last_seen" not in columns:  # a database made before heartbeats existed
@@ -211,19 +213,46 @@ class Store:
         self._db.execute("INSERT INTO history (run_pk, status, at, detail) VALUES (?, ?, ?, ?)",
                          (run_pk, status, at, detail))
 
+    def group(self):
+        """One transaction around many writes: nothing of them is on disk before it ends, and
+        all of it is after (one commit). A write inside that fails undoes only itself."""
+        return self._tx()
+
     def _tx(self):
-        return _Transaction(self._db)
+        return _Transaction(self)
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT/ROLLBACK (the connection is in autocommit mode otherwise)."""
+    """BEGIN IMMEDIATE ... COMMIT/ROLLBACK (the connection is in autocommit mode otherwise);
+    nested in another, a SAVEPOINT, so a failed inner write leaves the outer one's intact."""
 
-    def __init__(self, db: sqlite3.Connection):
-        self._db = db
+    def __init__(self, store: Store):
+        self._store = store
+        self._name = ""
 
     def __enter__(self):
-        self._db.execute("BEGIN IMMEDIATE")
+        db, depth = self._store._db, self._store._depth
+        if depth:
+            self._name = f"sp{depth}"
+            db.execute(f"SAVEPOINT {self._name}")
+        else:
+            db.execute("BEGIN IMMEDIATE")
+        self._store._depth = depth + 1
 
     def __exit__(self, exc_type, exc, tb):
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        db = self._store._db
+        self._store._depth -= 1
+        if self._name:
+            if exc_type:
+                db.execute(f"ROLLBACK TO {self._name}")
+            db.execute(f"RELEASE {self._name}")
+        elif exc_type:
+            db.execute("ROLLBACK")
+        else:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                if db.in_transaction:  # a failed COMMIT can leave it open: the writes are lost
+                    db.execute("ROLLBACK")
+                raise
         return False
