@@ -1,8 +1,8 @@
 """`python -m benchmarks.profile [--runs N] [--no-live]`: where the time goes at N runs in flight.
 
 Starts one benchmark stack (the node's defaults, or `--no-live`), runs one scale level
-(benchmarks/scale.py: N fake-runtime runs released at once) while py-spy samples the node and the
-local cluster, and writes benchmarks/profile.md: per process, the busiest threads and the
+(benchmarks/scale.py: N fake-runtime runs released at once) while py-spy samples the node, the
+local cluster and the server, and writes benchmarks/profile.md: per process, the busiest threads and the
 functions with the most samples on top of the stack (self) and anywhere in it (inclusive).
 py-spy comes with `make bench` (benchmarks/requirements.txt) and needs ptrace rights (root, or
 kernel.yama.ptrace_scope=0).
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         def record() -> None:
             for name, pid, path in (("node", bench.node_pid, a.workdir / "node.txt"),
                                     ("local cluster", bench.cluster.pid,
-                                     a.workdir / "cluster.txt")):
+                                     a.workdir / "cluster.txt"),
+                                    ("server", bench.stack.procs["server"].popen.pid,
+                                     a.workdir / "server.txt")):
                 recorders[name] = (_record(pid, path), path)
             time.sleep(1)  # py-spy attaches
 

@@ -26,7 +26,8 @@ class SocketHandlers:
         self.service = service
         self.peers: dict[str, tuple[str, str]] = {}  # sid -> ("node"|"researcher", id)
         self._wake = asyncio.Event()
-        self.results = GroupCommit(service.store)
+        # results and status changes that arrive together share one commit (one fsync)
+        self.commits = GroupCommit(service.store)
         for name in ("connect", "disconnect", "node_connection_request", "algorithm_status_change",
                      "run_result", "command_rejected", "command_request", "algorithm_progress",
                      "node_heartbeat"):
@@ -82,6 +83,9 @@ class SocketHandlers:
 
     async def close(self) -> None:
         """Hang up on every client so the web server can stop without waiting for them."""
+        c = self.commits
+        log.info("group commit: %d results and status changes in %d commits (largest %d)",
+                 c.writes, c.groups, c.largest)
         for sid in list(self.peers):
             await self.sio.disconnect(sid)
         if self.sio.eio.sockets:  # engineio's disconnect() fails on an empty set
@@ -184,7 +188,8 @@ class SocketHandlers:
         if node_id is None:
             return {"ok": False, "error": "only nodes report status changes"}
         try:
-            await self.send(self.service.status_change(node_id, data))
+            await self.send(await self.commits.run(
+                lambda: self.service.status_change(node_id, data)))
         except ServerError as e:
             log.warning("status change from %s refused: %s", node_id, e)
             return {"ok": False, "error": str(e)}
@@ -206,7 +211,7 @@ class SocketHandlers:
         if node_id is None:
             return {"ok": False, "error": "only nodes report results"}
         try:
-            ack, messages = await self.results.run(lambda: self.service.result(node_id, data))
+            ack, messages = await self.commits.run(lambda: self.service.result(node_id, data))
         except ServerError as e:
             log.warning("result from %s refused: %s", node_id, e)
             return {"ok": False, "error": str(e)}

@@ -116,3 +116,24 @@ def test_a_failed_commit_answers_every_write_of_the_group_with_its_error(store, 
     store._db.execute("PRAGMA query_only = OFF")
     assert _stored(path) == set()
     assert not store._db.in_transaction
+
+
+def test_a_busy_server_groups_writes_that_arrive_in_separate_turns(store, path):
+    pks = _runs(store, 4)
+    commits = GroupCommit(store, window=60.0)  # "busy" for a minute after each commit
+
+    async def main():
+        await commits.run(lambda: store.store_result(pks[0], "completed", 0, ""))  # idle: at once
+        assert (commits.groups, commits.largest) == (1, 1)
+        waiting = []
+        for pk in pks[1:]:  # one per turn of the loop, as Socket.IO hands them over
+            waiting.append(asyncio.ensure_future(
+                commits.run(lambda pk=pk: store.store_result(pk, "completed", pk, ""))))
+            await asyncio.sleep(0)
+        assert commits.groups == 1 and _stored(path) == {pks[0]}  # the window holds them
+        commits._flush()  # the window's end, without waiting a minute
+        return await asyncio.gather(*waiting)
+
+    assert asyncio.run(main()) == [True] * 3
+    assert (commits.groups, commits.writes, commits.largest) == (2, 4, 3)
+    assert _stored(path) == set(pks)
