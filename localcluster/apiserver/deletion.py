@@ -43,7 +43,7 @@ class DeletionMixin:
     def _delete_quietly(self, res: Resource, obj: dict, propagation: str) -> None:
         try:
             self.delete(res, obj["metadata"].get("namespace"), obj["metadata"]["name"],
-                        propagation=propagation)
+                        propagation=propagation, copy_result=False)
         except ApiError as e:
             if e.code != 404:
                 log.warning("garbage collection of %s %s failed: %s", res,

@@ -229,12 +229,13 @@ class Store(DeletionMixin):
 
     def delete(self, res: Resource, namespace: str | None, name: str, propagation: str | None = None,
                grace_period_seconds: int | None = None,
-               preconditions: dict | None = None) -> dict:
+               preconditions: dict | None = None, copy_result: bool = True) -> dict:
         """Delete per Kubernetes semantics; returns the object's last state (with
         deletionTimestamp when it is not removed yet). Dependents are handled per propagation:
         Background (default; Orphan for Jobs) removes them after the owner, Foreground keeps
         the owner (finalizer foregroundDeletion) until blocking dependents are gone, Orphan
-        removes their ownerReferences to it."""
+        removes their ownerReferences to it. ``copy_result=False`` (the garbage collector,
+        which ignores it) may return the stored object itself."""
         obj = self._require(res, namespace, name)
         meta = obj["metadata"]
         for field, have in (("uid", meta["uid"]), ("resourceVersion", meta["resourceVersion"])):
@@ -255,14 +256,14 @@ class Store(DeletionMixin):
             grace = self._pod_grace(obj, grace_period_seconds)
             if grace > 0:
                 return self._begin_graceful(res, obj, grace)
-        new = _clone(obj)
-        nmeta = new["metadata"]
-        finalizers = list(nmeta.get("finalizers") or [])
+        finalizers = list(meta.get("finalizers") or [])
         if propagation == "Foreground" and FOREGROUND not in finalizers and self._dependents_of(obj):
             finalizers.append(FOREGROUND)
         if propagation == "Orphan":
             self._orphan(obj)
         if finalizers:
+            new = _clone(obj)
+            nmeta = new["metadata"]
             nmeta["finalizers"] = finalizers
             nmeta.setdefault("deletionTimestamp", now_rfc3339())
             nmeta["deletionGracePeriodSeconds"] = 0
@@ -276,7 +277,7 @@ class Store(DeletionMixin):
         self._remove(res, obj)
         if propagation == "Background":
             self._collect(obj)
-        return _clone(obj)
+        return _clone(obj) if copy_result else obj
 
     # ------------------------------------------------------------ watch/events
     def watch(self, res: Resource, namespace: str | None, resource_version: str | None,
@@ -450,7 +451,9 @@ class Store(DeletionMixin):
         if current is None:
             return
         self._index(res).discard(key, current)
-        gone = _clone(current)
+        # only metadata changes: the rest may stay shared with earlier events (nobody keeps
+        # the removed object but watchers, and they must not change it)
+        gone = {**current, "metadata": {**current["metadata"]}}
         gone["metadata"]["resourceVersion"] = self._next_rv()
         uid = gone["metadata"]["uid"]
         self._by_uid.pop(uid, None)
