@@ -183,7 +183,7 @@ class ResultListener:
 
 
 # "2026-11-23 14:50:50,123 INFO node.agent: run 5 (task 5): accepted, image bench/exit"
-_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ node\.agent: run (\d+)"
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ node\.(?:agent|live): run (\d+)"
                    r"(?: \(task \d+\))?: (.*)$")
 TERMINAL = ("completed", "failed", "crashed", "start failed", "non-existing Docker image",
             "killed by user", "not allowed", "unknown error")
@@ -191,9 +191,12 @@ TERMINAL = ("completed", "failed", "crashed", "start failed", "non-existing Dock
 
 @dataclass
 class NodeLog:
-    """Per run: wall-clock time (s) of `accepted`, `created` (job created) and `finished`."""
+    """Per run: wall-clock time (s) of `accepted`, `created` (job created), `active`, `followed`
+    (the live channel follows its sidecar) and `finished`."""
     accepted: dict[int, float] = field(default_factory=dict)
     created: dict[int, float] = field(default_factory=dict)
+    active: dict[int, float] = field(default_factory=dict)
+    followed: dict[int, float] = field(default_factory=dict)
     finished: dict[int, float] = field(default_factory=dict)
     final_status: dict[int, str] = field(default_factory=dict)
 
@@ -210,6 +213,10 @@ class NodeLog:
                 out.accepted[run] = at
             elif what.startswith("pending (job created)"):
                 out.created[run] = at
+            elif what == "active":
+                out.active.setdefault(run, at)
+            elif what.startswith("following its sidecar"):
+                out.followed.setdefault(run, at)
             elif what.split(" (")[0] in TERMINAL and run not in out.finished:
                 out.finished[run] = at
                 out.final_status[run] = what.split(" (")[0]
