@@ -39,12 +39,17 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
+SHUTDOWN_SECONDS = 0.25
+
+
 async def serve(config: ServerConfig, port_file: Path | None = None) -> None:
     store = Store(config.database)
     app = build_app(config, store)
-    # Open Socket.IO connections would otherwise hold the shutdown for long.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    # Open Socket.IO connections would otherwise hold the shutdown for long: each waits for
+    # its handler twice (aiohttp), 2 s a stop with 1 s; a request still running is cut after it
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
+    site: web.TCPSite | None = None
     try:
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
@@ -60,6 +65,10 @@ async def serve(config: ServerConfig, port_file: Path | None = None) -> None:
         await stop.wait()
         log.info("dummy server stopping")
     finally:
+        if site is not None:
+            # no new connections first: a node hung up on below reconnects at once, and its
+            # new session held the shutdown
+            await site.stop()
         await app[SOCKETS].close()
         await runner.cleanup()
         store.close()

@@ -37,6 +37,12 @@ class Reporter(threading.Thread):
         """A new result is waiting, or the server is back: deliver now."""
         self._kick.set()
 
+    def join(self, timeout: float | None = None) -> None:
+        """After the stop event: woken at once, not at the end of its retry wait (a node took
+        retry_interval to stop)."""
+        self._kick.set()
+        super().join(timeout)
+
     def run(self) -> None:
         while not self.stop_event.is_set():
             self._kick.wait(self.retry_interval)

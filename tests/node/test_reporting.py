@@ -74,3 +74,19 @@ def test_of_a_batch_the_answered_results_leave_the_outbox_and_the_unanswered_sta
     assert [c["run_id"] for c in link.calls] == [5, 6, 7]
     assert [r["run_id"] for r in ledger.pending_results()] == [6]
     assert link.emitted == []
+
+
+def test_a_stopping_reporter_ends_at_once_not_after_its_retry_wait(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    stop = threading.Event()
+    link = FakeLink([])
+    link.connected.clear()  # nothing to deliver: it waits out its retry interval
+    reporter = Reporter(link, ledger, stop, retry_interval=120.0)
+    reporter.start()
+    try:
+        stop.set()
+        reporter.join(timeout=60)  # half the wait: only the wake-up ends it in time
+        assert not reporter.is_alive()
+    finally:
+        stop.set()
+        ledger.close()
