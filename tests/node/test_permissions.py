@@ -75,6 +75,8 @@ CALLS = {
     "apply_network_policy": lambda c: c.apply_network_policy({"metadata": {"name": "n"}}),
     "get_service": lambda c: c.get_service("v6-node", "v6-proxy"),
     "access_review": lambda c: c.access_review({"nonResourceAttributes": {"path": "/", "verb": "get"}}),
+    "dry_run_create": lambda c: [c.dry_run_create({"kind": k, "metadata": {"name": "x"}})
+                                 for k in ("Job", "NetworkPolicy", "Pod")],
 }
 
 
