@@ -26,11 +26,15 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+import logging
+
 import yaml
 
 from node.errors import ClusterError, NodeError
 from node.manifests import build_job, build_network_policy
 from node.models import parse_command, refusal_reasons
+
+log = logging.getLogger(__name__)
 
 
 
@@ -69,8 +73,10 @@ def pod_of(job: dict) -> dict:
 
 
 def explain(raw: Any, config, proxy: Callable[[], Any] | None,
-            dry_run: Callable[[dict], list[str]] | None = None) -> Explanation:
-    """The pure part: verdict and manifests; dry_run (Cluster.dry_run_create) if asked."""
+            dry_run: Callable[[dict], list[str]] | None = None,
+            pod: bool = True) -> Explanation:
+    """The pure part: verdict and manifests; dry_run (Cluster.dry_run_create) if asked, of the
+    Job, the policy and (pod) the Job's pod."""
     reasons = refusal_reasons(raw, config)
     if reasons:
         return Explanation(reasons, [])
@@ -80,12 +86,29 @@ def explain(raw: Any, config, proxy: Callable[[], Any] | None,
     policy = build_network_policy(config, address)
     out = Explanation([], [job, policy])
     if dry_run is not None:
-        for what, obj in (("Job", job), ("NetworkPolicy", policy), ("Pod of the Job", pod_of(job))):
+        objects = [("Job", job), ("NetworkPolicy", policy)]
+        if pod:
+            objects.append(("Pod of the Job", pod_of(job)))
+        for what, obj in objects:
             try:
                 out.dry_runs.append((what, "accepted", [warning_text(w) for w in dry_run(obj)]))
             except ClusterError as e:
                 out.dry_runs.append((what, f"refused: {e}", []))
     return out
+
+
+def answer(raw: Any, config, proxy: Callable[[], Any],
+           dry_run: Callable[[dict], list[str]]) -> dict:
+    """The node's answer to a relayed dry run (explain_task): JSON, never raises."""
+    try:
+        e = explain(raw, config, proxy, dry_run, pod=False)
+    except Exception as err:  # noqa: BLE001 - a researcher's request must not hurt the node
+        log.warning("explain_task failed: %s", type(err).__name__)
+        return {"ok": False, "error": f"the node could not explain the task: {err}"[:500]}
+    return {"ok": True, "verdict": "allowed" if e.allowed else "refused",
+            "reasons": e.reasons + [f"{w}: {o}" for w, o, _ in e.dry_runs if o != "accepted"],
+            "dry_runs": [{"object": w, "outcome": o, "warnings": ws} for w, o, ws in e.dry_runs],
+            "manifests": e.objects}
 
 
 def render(e: Explanation, out: TextIO) -> None:
