@@ -4,13 +4,16 @@
   ... recipe FILE [--wait]
   ... status TASK_ID
   ... kill TASK_ID
+  ... explain --image IMG [--arg X ...] [--input JSON] [--db LABEL ...] [--node ID ...]
   ... legacy --run-id N --image IMG [--task-info k=v ...] [--db LABEL ...] [--wait]
 
 Server URL and researcher key from --server/--key or env V6_SERVER_URL/V6_RESEARCHER_KEY.
 With --wait, live status lines go to stderr and the final results to stdout (JSON or table).
 The server's warnings (e.g. a target node is offline: its runs wait for it) go to stderr, and
 with --wait so do state changes of the target nodes (alive / suspected / offline).
-Exit codes: 0 every run completed (or, without --wait, the request was accepted), 1 a run failed,
+`explain` is a dry run: each target node answers what it would do with the task (verdict with
+every reason, the Job and NetworkPolicy it would create, the cluster's dry-run answer); nothing is
+created. Exit codes: 0 every run completed (explain: every node allows it) (or, without --wait, the request was accepted), 1 a run failed,
 did not finish in time, or the server could not be reached, 2 bad usage, recipe or request.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 from pathlib import Path
 
 from .emitter_client import EmitterError, ServerClient, Waiter
-from .emitter_output import exit_code, render
+from .emitter_output import exit_code, render, render_explanations
 from .recipe import RecipeError, parse_recipe
 
 
@@ -47,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--node", action="append", dest="nodes", help="target node id (repeat)")
     t.add_argument("--name")
     waiting(t)
+
+    e = sub.add_parser("explain", help="a dry run: what each node would do with a task")
+    e.add_argument("--image", required=True)
+    e.add_argument("--arg", action="append", dest="arguments", help="container argument (repeat)")
+    e.add_argument("--input", help="task input as JSON")
+    e.add_argument("--db", action="append", dest="databases", help="database label (repeat)")
+    e.add_argument("--node", action="append", dest="nodes", help="target node id (repeat)")
+    e.add_argument("--name")
+    e.add_argument("--format", choices=("json", "text"), default="text")
 
     r = sub.add_parser("recipe", help="send the tasks of a YAML recipe")
     r.add_argument("file", type=Path)
@@ -140,6 +152,11 @@ def run(args) -> int:
         if args.command == "kill":
             print(json.dumps(client.kill_task(args.task_id), indent=2))
             return 0
+        if args.command == "explain":
+            answers = client.explain_task(_task_body(args))["nodes"]
+            print(json.dumps(answers, indent=2) if args.format == "json"
+                  else render_explanations(answers))
+            return 0 if all(a.get("verdict") == "allowed" for a in answers.values()) else 1
         prepared = _legacy_payload(args) if args.command == "legacy" else _bodies(args)
         waiter = Waiter(client)
         # Subscribe before submitting so no event is missed (legacy tasks need the socket anyway).

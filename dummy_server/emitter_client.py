@@ -72,6 +72,9 @@ class ServerClient:
     def create_task(self, body: dict) -> dict:
         return self._call("POST", "/api/task", json=body)
 
+    def explain_task(self, body: dict) -> dict:
+        return self._call("POST", "/api/explain", json=body)
+
     def get_task(self, task_id: int) -> dict:
         return self._call("GET", f"/api/task/{task_id}")
 

@@ -30,3 +30,22 @@ def render(tasks: list[dict], fmt: str) -> str:
             rows.append((str(task["id"]), str(run["id"]), run["node_id"], status, data))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def render_explanations(answers: dict[str, dict]) -> str:
+    """Each node's answer to a dry run (explain): verdict, reasons, dry runs, manifests."""
+    import yaml  # only here: the rest of the emitter needs no YAML
+    out = []
+    for node_id, a in answers.items():
+        if not a.get("ok"):
+            out.append(f"node {node_id}: no answer: {a.get('error')}")
+            continue
+        out.append(f"node {node_id}: {a.get('verdict')}")
+        out += [f"  - {r}" for r in a.get("reasons") or []]
+        for d in a.get("dry_runs") or []:
+            out.append(f"  server dry run, {d.get('object')}: {d.get('outcome')}")
+            out += [f"    warning: {w}" for w in d.get("warnings") or []]
+        for m in a.get("manifests") or []:
+            out.append(f"--- # {m.get('kind')} node {node_id} would create")
+            out.append(yaml.safe_dump(m, sort_keys=False).rstrip())
+    return "\n".join(out)

@@ -34,5 +34,9 @@ class Conflict(ServerError):
     status = 409
 
 
+class TooLarge(ServerError):
+    status = 413
+
+
 class TokenError(Unauthorized):
     """A container token that is malformed, forged or expired."""

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from . import __version__
-from .errors import BadRequest, NotFound, ServerError
+from .errors import BadRequest, NotFound, ServerError, TooLarge
 from .service import Service
 from .sockets import SocketHandlers
 from .validation import is_id, parse_task_request
@@ -77,27 +77,40 @@ async def version(request: web.Request) -> web.Response:
     return web.json_response({"version": __version__})
 
 
-async def create_task(request: web.Request) -> web.Response:
-    who = _principal(request)
-    service = request.app[SERVICE]
-    limit = service.config.max_body_bytes
+async def _json_body(request: web.Request):
+    limit = request.app[SERVICE].config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return _error(413, f"request body larger than {limit} bytes")
+        raise TooLarge(f"request body larger than {limit} bytes")
     try:
         raw = await request.read()  # client_max_size stops chunked bodies over the limit
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"request body larger than {limit} bytes")
+    except web.HTTPRequestEntityTooLarge as e:
+        raise TooLarge(f"request body larger than {limit} bytes") from e
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from e
     except RecursionError as e:  # "[[[[…" deeper than the parser's stack (was a 500)
         raise BadRequest("request body is not valid JSON: nested too deeply") from e
-    req = parse_task_request(body, service.config.node_ids)
+    return body
+
+
+async def create_task(request: web.Request) -> web.Response:
+    who = _principal(request)
+    service = request.app[SERVICE]
+    req = parse_task_request(await _json_body(request), service.config.node_ids)
     await _wait_for_active_parent(request, who)
     created, messages = service.create_task(who, req)
     await request.app[SOCKETS].send(messages)
     return web.json_response(created, status=201)
+
+
+async def explain_task(request: web.Request) -> web.Response:
+    """A dry run: each target node says what it would do with the task; nothing is created."""
+    who = _principal(request)
+    service = request.app[SERVICE]
+    req = parse_task_request(await _json_body(request), service.config.node_ids)
+    answers = await request.app[SOCKETS].explain(service.explain_commands(who, req))
+    return web.json_response({"nodes": answers})
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -131,6 +144,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/version", version)
     app.router.add_post("/api/task", create_task)
+    app.router.add_post("/api/explain", explain_task)
     app.router.add_get("/api/task/{id}", get_task)
     app.router.add_post("/api/task/{id}/kill", kill_task)
     app.router.add_get("/api/run/{id}", get_run)

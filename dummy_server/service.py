@@ -18,6 +18,7 @@ from .validation import (COMMAND_KEYS, TaskRequest, is_id, parse_legacy_request,
                          parse_status_change)
 
 log = logging.getLogger(__name__)
+DRY_RUN_TOKEN = "dry-run-not-a-token"  # what a node's dry run gets as the run's token
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,27 @@ class Service:
         if warnings:
             created["warnings"] = warnings
         return created, messages
+
+    def explain_commands(self, who: Principal, req: TaskRequest) -> dict[str, dict]:
+        """A dry run (POST /api/explain): per target node, the command it would get for this
+        task, with nothing stored. Placeholder ids (run 1 of task 1) and a token that is no
+        token: nothing can run from it."""
+        if not isinstance(who, Researcher):
+            raise Forbidden("only researchers ask for dry runs")
+        nodes = req.nodes or self.config.node_ids
+        if not nodes:
+            raise BadRequest("nodes: the server knows no nodes to run this task on")
+        spec = req.spec()
+        commands = {}
+        for node_id in nodes:
+            command = {"run_id": 1, "task_id": 1, "parent_id": None, "image": req.image,
+                       "input": spec.get("input"), "databases": spec.get("databases", []),
+                       "token": DRY_RUN_TOKEN}
+            for key in COMMAND_KEYS:
+                if key in spec:
+                    command[key] = spec[key]
+            commands[node_id] = command
+        return commands
 
     def create_legacy_task(self, researcher: str, payload: Any) -> tuple[dict, list[Message]]:
         relay, nodes = parse_legacy_request(payload, self.config.node_ids)

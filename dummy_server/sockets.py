@@ -92,6 +92,25 @@ class SocketHandlers:
             await self.sio.eio.disconnect()  # also close the transports, not only the sessions
         await self.sio.shutdown()
 
+    async def explain(self, commands: dict[str, dict], timeout: float = 15.0) -> dict:
+        """Ask each node what it would do with its command (a dry run); each node's answer, or
+        why there is none."""
+
+        async def ask(node_id: str, command: dict):
+            sids = [sid for sid, peer in self.peers.items() if peer == ("node", node_id)]
+            if not sids:
+                return node_id, {"ok": False, "error": "node offline"}
+            try:
+                answer = await self.sio.call("explain_task", command, to=sids[-1],
+                                             timeout=timeout)
+            except socketio.exceptions.TimeoutError:
+                return node_id, {"ok": False, "error": "node did not answer in time"}
+            if not isinstance(answer, dict):  # a node without explain_task answers nothing
+                return node_id, {"ok": False, "error": "node cannot explain tasks"}
+            return node_id, answer
+
+        return dict(await asyncio.gather(*(ask(n, c) for n, c in commands.items())))
+
     async def kill(self, task_id: int, node_ids: list[str], timeout: float = 10.0) -> dict:
         """Ask each node to kill the task's runs; returns each node's answer (or why none)."""
 

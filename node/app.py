@@ -38,6 +38,7 @@ class NodeApp:
         beat = config.server_heartbeat
         self.link = ServerLink(config.server_url, config.api_key, config.node_id,
                                on_command=self._on_command, on_kill=self._on_kill,
+                               on_explain=self._on_explain,
                                on_connected=self._on_connected, stop=self.stop_event,
                                runs_active=lambda: len(self.agent.runs),
                                heartbeat=HeartbeatPolicy(beat.interval_seconds, beat.suspect_after,
@@ -70,6 +71,13 @@ class NodeApp:
 
     def _on_kill(self, data) -> dict:
         return self.agent.kill(data)
+
+    def _on_explain(self, data) -> dict:
+        """A researcher's dry run, relayed by the server (CONTRACTS §2 explain_task): what this
+        node would do with the task. Only the Job and the policy are dry-run: the node may not
+        create pods (an operator's `python -m node explain --server-dry-run` does that too)."""
+        from node.explain import answer
+        return answer(data, self.config, self.proxy.current, self.cluster.dry_run_create)
 
     def _on_connected(self) -> None:
         self.reporter.kick()

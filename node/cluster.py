@@ -137,6 +137,10 @@ PERMISSIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
                              ("patch", "networking.k8s.io", "networkpolicies")),
     "get_service": (("get", "", "services"),),
     "access_review": (),
+    # `python -m node explain --server-dry-run`, run by an operator, not by the node: never in
+    # its start check (node/permissions.py); a dry run needs the rights of the real create
+    "dry_run_create": (("create", "batch", "jobs"), ("create", "networking.k8s.io", "networkpolicies"),
+                       ("patch", "networking.k8s.io", "networkpolicies"), ("create", "", "pods")),
 }
 
 
@@ -279,6 +283,34 @@ class Cluster:
             # them): worth another try, not a reason for the node to exit at start
             raise TransientClusterError(str(e)) from e
         return _json(resp).get("status") or {}
+
+    # -- dry runs (python -m node explain) --------------------------------------------------
+    def dry_run_create(self, obj: dict) -> list[str]:
+        """Submit a Job, NetworkPolicy or Pod with ``dryRun=All``: admitted and validated as a
+        real create (an existing policy: as the patch the node would make), nothing made. The API server's warnings (Pod Security's warn mode, unknown
+        fields) on success; ClusterError with the refusal otherwise."""
+        kind, name = obj.get("kind"), obj["metadata"].get("name") or obj["metadata"].get(
+            "generateName", "")
+        create = {"Job": self.batch.create_namespaced_job,
+                  "NetworkPolicy": self.net.create_namespaced_network_policy,
+                  "Pod": self.core.create_namespaced_pod}[kind]
+        try:
+            resp = _call(f"dry-run create {kind.lower()} {name}", lambda: create(
+                self.namespace, obj, dry_run="All", field_validation="Strict",
+                _preload_content=False, _request_timeout=self.timeout))
+        except ConflictError:
+            if kind != "NetworkPolicy":
+                raise
+            # the node's policy exists once it ran: the node would patch it (apply_network_policy)
+            resp = _call(f"dry-run patch networkpolicy {name}",
+                         lambda: self.net.patch_namespaced_network_policy(
+                             name, self.namespace, obj, dry_run="All", field_validation="Strict",
+                             _preload_content=False, _request_timeout=self.timeout))
+        try:
+            headers = getattr(resp, "headers", None)
+            return list(headers.getlist("Warning")) if headers is not None else []
+        finally:
+            _done(resp)
 
     # -- network policy --------------------------------------------------------------------
     def apply_network_policy(self, policy: dict) -> None:

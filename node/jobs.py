@@ -9,7 +9,7 @@ from node import retry
 from node.cluster import Cluster
 from node.config import NodeConfig
 from node.errors import ClusterError, ConflictError, NotFoundError, TransientClusterError
-from node.manifests import selector_for_node
+from node.manifests import SIDECAR_NAME, selector_for_node
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,17 @@ class JobOps:
         return pods
 
     def logs(self, pods: dict[str, dict]) -> str:
-        """Every container's log of these pods, oldest pod first, each under a header."""
+        """Every container's log of these pods, oldest pod first, each under a header; the
+        live-channel sidecar's only when it did not end cleanly (it is the node's own, and
+        reading it was a sixth of the API requests of 1,000 runs ending)."""
         parts = []
         for name, pod in sorted(pods.items(),
                                 key=lambda kv: kv[1]["metadata"].get("creationTimestamp", "")):
             spec = pod.get("spec") or {}
+            clean = _ended_cleanly(pod)
             for c in [c["name"] for c in spec.get("initContainers", []) + spec.get("containers", [])]:
+                if c == SIDECAR_NAME and SIDECAR_NAME in clean:
+                    continue
                 try:
                     text = self.cluster.pod_log(name, c, LOG_LIMIT)
                 except ClusterError as e:
@@ -75,3 +80,11 @@ class JobOps:
                 if text:
                     parts.append(f"=== pod {name} container {c} ===\n{text.rstrip()}")
         return "\n".join(parts)
+
+
+def _ended_cleanly(pod: dict) -> set[str]:
+    """Names of the pod's containers that terminated with exit code 0."""
+    status = pod.get("status") or {}
+    return {cs.get("name") for cs in (status.get("initContainerStatuses") or [])
+            + (status.get("containerStatuses") or [])
+            if ((cs.get("state") or {}).get("terminated") or {}).get("exitCode") == 0}

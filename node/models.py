@@ -294,6 +294,39 @@ def image_allowed(image: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
 
 
+def refusal_reasons(raw: object, config: NodeConfig) -> list[str]:
+    """Every reason the node refuses this payload (empty: it runs it). parse_command stops at
+    the first; here the node's own rules (allow-list, each database, deadline, resources) are
+    also checked one by one, so a data holder sees them all at once (`python -m node explain`)."""
+    reasons: list[str] = []
+
+    def add(message: str) -> None:
+        if message not in reasons:
+            reasons.append(message)
+    try:
+        parse_command(raw, config)
+    except PayloadError as e:
+        add(str(e))
+    if not isinstance(raw, dict):
+        return reasons
+    c = _Checker(raw, config)
+    run_id = raw.get("run_id")
+    if not isinstance(run_id, bool) and isinstance(run_id, int) and 0 < run_id < MAX_ID:
+        c.run_id = run_id
+    for check in (lambda: c.policy(c.image(raw.get("image")), ()),
+                  lambda: c.deadline(raw.get("deadline_seconds")),
+                  lambda: c.resources(raw.get("resources"))):
+        try:
+            check()
+        except PayloadError as e:
+            add(str(e))
+    labels = raw.get("databases", raw.get("databases_to_use"))
+    for label in labels if isinstance(labels, list) else ():
+        if isinstance(label, str) and config.database(label) is None:
+            add(str(c.fail(f"database {show(label)} is not available on this node")))
+    return reasons
+
+
 def _payload_size(raw: dict) -> int:
     # strict UTF-8: a lone surrogate ("\ud800" in the JSON) raises here, so later encodes cannot fail
     return len(json.dumps(raw, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"))

@@ -49,7 +49,8 @@ class Permission:
 def needed(config: NodeConfig) -> list[Permission]:
     """What this configuration of the node will do in the cluster."""
     jobs_ns = config.kubernetes.jobs_namespace
-    methods = [m for m in PERMISSIONS if m not in ("get_service", "access_review")]
+    methods = [m for m in PERMISSIONS if m not in ("get_service", "access_review",
+                                                   "dry_run_create")]
     if config.completion.mode == "poll":
         methods.remove("watch")  # the poller only lists
     out = [Permission(verb, group, resource, jobs_ns)

@@ -44,6 +44,7 @@ class ServerLink:
     def __init__(self, url: str, api_key: str, node_id: str, *,
                  on_command: Callable[[Any], None],
                  on_kill: Callable[[Any], dict],
+                 on_explain: Callable[[Any], dict] | None = None,
                  on_connected: Callable[[], None] = lambda: None,
                  stop: threading.Event,
                  heartbeat: HeartbeatPolicy = SERVER_HEARTBEAT,
@@ -56,6 +57,7 @@ class ServerLink:
         self.connected = threading.Event()
         self._on_command = on_command
         self._on_kill = on_kill
+        self._on_explain = on_explain
         self._on_connected = on_connected
         self._lost = threading.Event()
         self.sio: socketio.Client | None = None
@@ -95,6 +97,8 @@ class ServerLink:
 
         sio.on("command", self._on_command)
         sio.on("kill_task", self._on_kill)
+        if self._on_explain is not None:
+            sio.on("explain_task", self._on_explain)
         return sio
 
     def start(self) -> None:

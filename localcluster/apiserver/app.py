@@ -294,8 +294,12 @@ async def _delete_options(request: web.Request) -> dict:
     except ValueError:
         raise bad_request("gracePeriodSeconds must be an integer") from None
     pre = body.get("preconditions") or {}
+    dry = body.get("dryRun") or q.getall("dryRun", [])
+    if not isinstance(dry, list) or not all(isinstance(v, str) for v in dry):
+        raise bad_request("DeleteOptions dryRun must be a list of strings")
     return {"propagation": propagation, "grace_period_seconds": grace,
-            "preconditions": {k: v for k, v in pre.items() if v} or None}
+            "preconditions": {k: v for k, v in pre.items() if v} or None,
+            "dry_run": writes.dry_run(dry, "DeleteOptions")}
 
 
 async def _delete_collection(request: web.Request, t: routing.Target) -> web.Response:

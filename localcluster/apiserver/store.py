@@ -134,8 +134,10 @@ class Store(DeletionMixin):
 
     # ---------------------------------------------------------------- writes
     def create(self, res: Resource, namespace: str | None, obj: dict,
-               warnings: list[str] | None = None) -> dict:
-        """warnings: admission's warnings (the Warning headers of the answer) are added here."""
+               warnings: list[str] | None = None, dry_run: bool = False) -> dict:
+        """warnings: admission's warnings (the Warning headers of the answer) are added here.
+        dry_run (``dryRun=All``): defaulted, admitted and validated as for real, then not
+        stored: the answer is the object as it would be, without a resourceVersion."""
         obj = _clone(obj)
         if not isinstance(obj, dict):
             raise bad_request("the object must be a JSON object")
@@ -176,11 +178,14 @@ class Store(DeletionMixin):
             self._chain.validate_create(res, obj, warnings)
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
+        if dry_run:
+            return obj  # a copy already: nobody else holds it
         self._write(res, obj, None, "ADDED")
         return _clone(obj)
 
     def replace(self, res: Resource, namespace: str | None, name: str, obj: dict,
-                subresource: str | None = None, warnings: list[str] | None = None) -> dict:
+                subresource: str | None = None, warnings: list[str] | None = None,
+                dry_run: bool = False) -> dict:
         old = self._require(res, namespace, name)
         obj = _clone(obj)
         if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
@@ -196,11 +201,12 @@ class Store(DeletionMixin):
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise conflict(res, name, "the object has been modified; please apply your changes "
                                       "to the latest version and try again")
-        return self._update(res, old, obj, subresource, admit=True, warnings=warnings)
+        return self._update(res, old, obj, subresource, admit=True, warnings=warnings,
+                            dry_run=dry_run)
 
     def patch(self, res: Resource, namespace: str | None, name: str, patch: Any, patch_type: str,
               subresource: str | None = None, decode: Callable[[dict], dict] | None = None,
-              warnings: list[str] | None = None) -> dict:
+              warnings: list[str] | None = None, dry_run: bool = False) -> dict:
         """decode: what the API server's decoder makes of the patched object (drops unknown
         fields, or refuses them: localcluster.apiserver.writes); warnings: admission's."""
         old = self._require(res, namespace, name)
@@ -215,7 +221,8 @@ class Store(DeletionMixin):
         if meta.get("resourceVersion") != old["metadata"]["resourceVersion"]:
             raise conflict(res, name, "the object has been modified; please apply your changes "
                                       "to the latest version and try again")
-        return self._update(res, old, new, subresource, admit=True, warnings=warnings)
+        return self._update(res, old, new, subresource, admit=True, warnings=warnings,
+                            dry_run=dry_run)
 
     def mutate(self, res: Resource, namespace: str | None, name: str,
                fn: Callable[[dict], Any]) -> dict:
@@ -229,13 +236,15 @@ class Store(DeletionMixin):
 
     def delete(self, res: Resource, namespace: str | None, name: str, propagation: str | None = None,
                grace_period_seconds: int | None = None,
-               preconditions: dict | None = None, copy_result: bool = True) -> dict:
+               preconditions: dict | None = None, copy_result: bool = True,
+               dry_run: bool = False) -> dict:
         """Delete per Kubernetes semantics; returns the object's last state (with
         deletionTimestamp when it is not removed yet). Dependents are handled per propagation:
         Background (default; Orphan for Jobs) removes them after the owner, Foreground keeps
         the owner (finalizer foregroundDeletion) until blocking dependents are gone, Orphan
         removes their ownerReferences to it. ``copy_result=False`` (the garbage collector,
-        which ignores it) may return the stored object itself."""
+        which ignores it) may return the stored object itself. dry_run: checked as for real,
+        nothing changes, and the answer is the object as it is."""
         obj = self._require(res, namespace, name)
         meta = obj["metadata"]
         for field, have in (("uid", meta["uid"]), ("resourceVersion", meta["resourceVersion"])):
@@ -250,6 +259,8 @@ class Store(DeletionMixin):
                               f"one of {', '.join(PROPAGATIONS)}")
         if grace_period_seconds is not None and grace_period_seconds < 0:
             grace_period_seconds = 1  # as the API server: negative means "as soon as possible"
+        if dry_run:
+            return _clone(obj)
         if res == NAMESPACES:
             return self._delete_namespace(obj)
         if res == PODS:
@@ -370,7 +381,8 @@ class Store(DeletionMixin):
         return ns
 
     def _update(self, res: Resource, old: dict, new: dict, subresource: str | None,
-                admit: bool, warnings: list[str] | None = None, shared: bool = False) -> dict:
+                admit: bool, warnings: list[str] | None = None, shared: bool = False,
+                dry_run: bool = False) -> dict:
         """subresource None: spec/metadata update (status kept for types with a status
         subresource); "status": only .status; "*": everything (controllers)."""
         if subresource == "status":
@@ -408,6 +420,8 @@ class Store(DeletionMixin):
             return give(old)
         if _spec_part(new) != _spec_part(old):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        if dry_run:
+            return _clone(new)
         if old["metadata"].get("deletionTimestamp") and not meta.get("finalizers") \
                 and not meta.get("deletionGracePeriodSeconds"):
             # The last finalizer is gone: the update becomes the deletion (watchers see DELETED).

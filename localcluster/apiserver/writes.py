@@ -17,6 +17,29 @@ from localcluster.apiserver.routing import Target
 from localcluster.apiserver.store import Store
 
 
+DRY_RUN_VALUES = ("All",)
+
+
+def dry_run(values: list[str], options_kind: str) -> bool:
+    """The ``dryRun`` option (query parameter; DeleteOptions body too): empty → a real write,
+    ["All"] → every stage but storage; anything else is refused as the real API server's
+    ValidateDryRun refuses it (422 on the options object)."""
+    unsupported = [v for v in values if v not in DRY_RUN_VALUES]
+    if unsupported:
+        shown = "[]string{" + ", ".join(json.dumps(v) for v in values) + "}"
+        message = f'Unsupported value: {shown}: supported values: "All"'
+        raise ApiError(422, "Invalid", f'{options_kind}.meta.k8s.io "" is invalid: dryRun: '
+                                       f"{message}",
+                       {"group": "meta.k8s.io", "kind": options_kind, "name": "",
+                        "causes": [{"reason": "FieldValueNotSupported", "message": message,
+                                    "field": "dryRun"}]})
+    return bool(values)
+
+
+def _dry_run(request: web.Request, options_kind: str) -> bool:
+    return dry_run(request.query.getall("dryRun", []), options_kind)
+
+
 def _response(obj: Any, status: int, warnings: list[str]) -> web.Response:
     headers: CIMultiDict[str] = CIMultiDict()
     for text in dict.fromkeys(warnings):  # the real recorder drops repeated warnings too
@@ -56,16 +79,19 @@ def _checked(request: web.Request, t: Target, body: Any) -> tuple[Any, list[str]
 
 
 async def create(request: web.Request, store: Store, t: Target) -> web.Response:
+    dry = _dry_run(request, "CreateOptions")
     body, warnings = _checked(request, t, await _decoded(request))
     authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, None, body)
-    return _stored(lambda: store.create(t.res, t.namespace, body, warnings=warnings), 201, warnings)
+    return _stored(lambda: store.create(t.res, t.namespace, body, warnings=warnings,
+                                        dry_run=dry), 201, warnings)
 
 
 async def replace(request: web.Request, store: Store, t: Target) -> web.Response:
+    dry = _dry_run(request, "UpdateOptions")
     body, warnings = _checked(request, t, await _decoded(request))
     authorization.check_rbac_write(store, request.get("user"), t.res, t.namespace, t.name, body)
     return _stored(lambda: store.replace(t.res, t.namespace, t.name, body, t.subresource,
-                                         warnings=warnings), 200,
+                                         warnings=warnings, dry_run=dry), 200,
                    warnings)
 
 
@@ -75,6 +101,7 @@ async def patch(request: web.Request, store: Store, t: Target) -> web.Response:
         raise ApiError(415, "UnsupportedMediaType",
                        f"the body of the request was in an unknown format - accepted media "
                        f"types include: {', '.join(PATCH_TYPES)}")
+    dry = _dry_run(request, "PatchOptions")
     mode = fv.directive(request.query.get("fieldValidation"), "PATCH")
     # The patch itself is decoded into a map: only duplicates can be wrong in it.
     body, problems = fv.duplicates(await _decoded(request),
@@ -100,4 +127,4 @@ async def patch(request: web.Request, store: Store, t: Target) -> web.Response:
 
     return _stored(lambda: store.patch(t.res, t.namespace, t.name, body, patch_type,
                                        t.subresource, decode=decode,
-                                       warnings=warnings), 200, warnings)
+                                       warnings=warnings, dry_run=dry), 200, warnings)

@@ -14,7 +14,9 @@ def _node_needs() -> dict[tuple[str, str], set[str]]:
     from node.cluster import PERMISSIONS
     needs: dict[tuple[str, str], set[str]] = {}
     for method, perms in PERMISSIONS.items():
-        if method in ("get_service", "access_review"):  # the proxy's namespace; every user
+        # the proxy's namespace; every user; an operator's `explain --server-dry-run` (the
+        # node's own explain_task dry runs only what it may create anyway)
+        if method in ("get_service", "access_review", "dry_run_create"):
             continue
         for verb, group, resource in perms:
             needs.setdefault((group, resource), set()).add(verb)
