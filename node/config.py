@@ -76,6 +76,9 @@ class ProxyConfig:
 class ImagesConfig:
     # fnmatch patterns over the full image reference; empty = nothing allowed.
     allowed: tuple[str, ...] = ()
+    # "optional": tags and digests; "required": only name@sha256:<digest> references run, so
+    # what the allow-list lets through cannot change under a mutable tag
+    digest: str = "optional"
 
 
 @dataclass(frozen=True)
@@ -341,8 +344,10 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
         for i, pattern in enumerate(allowed):
             if not isinstance(pattern, str) or not pattern.strip():
                 problems.append((f"images.allowed[{i}]", f"must be a non-empty string, got {type_of(pattern)}"))
+    digest = im.get("digest", str, ImagesConfig.digest, check=one_of("optional", "required"))
     im.finish()
-    images = ImagesConfig(allowed=tuple(a for a in allowed or () if isinstance(a, str)))
+    images = ImagesConfig(allowed=tuple(a for a in allowed or () if isinstance(a, str)),
+                          digest=digest or ImagesConfig.digest)
 
     job = _read_job(top.section("job"), problems)
 

@@ -128,6 +128,14 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 _PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII)
 
 
+_SHA256 = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def has_digest(ref: str) -> bool:
+    """Whether a reference names its content: ``name[:tag]@sha256:<64 hex>``."""
+    return _SHA256.search(ref) is not None
+
+
 def valid_image_reference(ref: str) -> bool:
     first, slash, rest = ref.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
@@ -208,6 +216,10 @@ class _Checker:
 
     def policy(self, image: str, databases: tuple[str, ...]) -> None:
         """The node's own rules, checked after the payload is known to be well-formed."""
+        if self.config.images.digest == "required" and not has_digest(image):
+            raise self.fail(f"image {show(image)} has no digest: this node runs only images given "
+                            f"as name@sha256:<digest> (images.digest: required)",
+                            TaskStatus.NOT_ALLOWED)
         if not image_allowed(image, self.config.images.allowed):
             raise self.fail(f"image {show(image)} is not on this node's allow-list", TaskStatus.NOT_ALLOWED)
         for label in databases:

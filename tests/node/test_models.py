@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from node.config import parse_config
 from node import models
-from node.errors import PayloadError
+from node.errors import ConfigError, PayloadError
 from node.models import (Result, StatusReport, TaskStatus, has_failed, image_allowed, is_terminal,
                          parse_command)
 
@@ -392,3 +392,41 @@ def test_status_report_to_dict():
     assert s.to_dict() == {"node_id": "node-a", "run_id": 1, "task_id": 2, "parent_id": 9,
                            "status": "non-existing Docker image", "detail": "ImagePullBackOff"}
     assert type(s.to_dict()["status"]) is str
+
+
+# --- images.digest: required --------------------------------------------------------------------
+DIGEST = "sha256:" + "ab12" * 16
+
+
+@pytest.mark.parametrize("image", ["v6-demo/avg", "v6-demo/avg:1.0",
+                                   "v6-demo/avg@sha512:" + "ab" * 64])
+def test_with_digests_required_a_tag_or_short_digest_is_not_allowed(image):
+    config = make_config(images={"allowed": ["v6-demo/*"], "digest": "required"})
+    with pytest.raises(PayloadError) as e:
+        parse_command(prototype(image=image), config)
+    assert e.value.status == NOT_ALLOWED
+    assert "has no digest: this node runs only images given as name@sha256:<digest>" in str(e.value)
+
+
+@pytest.mark.parametrize("image", [f"v6-demo/avg@{DIGEST}", f"v6-demo/avg:1.0@{DIGEST}"])
+def test_with_digests_required_a_digest_reference_on_the_list_runs(image):
+    config = make_config(images={"allowed": ["v6-demo/*"], "digest": "required"})
+    assert parse_command(prototype(image=image), config).image == image
+    # and the allow-list still applies to it
+    with pytest.raises(PayloadError, match="allow-list"):
+        parse_command(prototype(image=f"evil/miner@{DIGEST}"), config)
+
+
+def test_an_allow_list_entry_may_pin_a_digest():
+    config = make_config(images={"allowed": [f"v6-demo/avg@{DIGEST}"]})
+    assert parse_command(prototype(image=f"v6-demo/avg@{DIGEST}"), config)
+    other = "sha256:" + "cd34" * 16
+    with pytest.raises(PayloadError, match="allow-list"):
+        parse_command(prototype(image=f"v6-demo/avg@{other}"), config)
+    with pytest.raises(PayloadError, match="allow-list"):
+        parse_command(prototype(image="v6-demo/avg"), config)
+
+
+def test_the_digest_policy_is_checked_in_the_configuration():
+    with pytest.raises(ConfigError, match="images.digest"):
+        make_config(images={"allowed": ["v6-demo/*"], "digest": "sometimes"})
