@@ -29,7 +29,45 @@ def render(tasks: list[dict], fmt: str) -> str:
             status = run["status"] if run["status"] in TERMINAL or result else run["status"] + "…"
             rows.append((str(task["id"]), str(run["id"]), run["node_id"], status, data))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    blocks = [render_provenance(run["id"], run["result"]["provenance"])
+              for task in tasks for run in task["runs"]
+              if isinstance(run.get("result"), dict) and isinstance(run["result"].get("provenance"), dict)]
+    return "\n\n".join([table, *blocks])
+
+
+def _usage(usage: dict) -> str:
+    if not usage.get("available"):
+        return f"not available ({usage.get('reason', 'not given')})"
+    peak = usage.get("memory_peak_bytes")
+    memory = "peak memory not available" if peak is None else f"peak memory {peak / 2**20:.1f} MiB"
+    return f"{usage.get('cpu_seconds', 0):.3f} CPU-seconds, {memory} ({usage.get('scope', '?')} cgroup)"
+
+
+def render_provenance(run_id: int, p: dict) -> str:
+    """What ran for one run, and under which isolation (CONTRACTS §2 provenance)."""
+    isolation = p.get("isolation") or {}
+    outcome = str(isolation.get("outcome", "not given"))
+    checks = ", ".join(f"{c.get('name')}: {'ok' if c.get('ok') else 'FAILED'}"
+                       for c in isolation.get("checks") or [])
+    policies = p.get("network_policies") or []
+    lines = [
+        f"run {run_id} provenance (node {p.get('node_id')} {p.get('node_version')}):",
+        f"  image          {p.get('image')}",
+        f"  image digest   {p.get('image_digest') or 'not available'}"
+        + (f" (pinned to {p['pin']})" if p.get("pin") else ""),
+        f"  job spec       sha256:{p['job_spec_sha256']}" if p.get("job_spec_sha256")
+        else "  job spec       not available",
+        "  policies       " + (f"sha256:{p['network_policies_sha256']} ("
+                               + ", ".join(r.get("name", "?") for r in policies) + ")"
+                               if p.get("network_policies_sha256") else "none known"),
+        f"  isolation      {outcome.upper() if outcome == 'failed' else outcome}"
+        + (f": {checks}" if checks else (f" ({isolation['detail']})" if isolation.get("detail") else "")),
+        f"  ran            {p.get('started_at') or '?'} .. {p.get('finished_at') or '?'}, "
+        f"exit code {p.get('exit_code') if p.get('exit_code') is not None else 'not available'}",
+        f"  resources      {_usage(p.get('usage') or {})}",
+    ]
+    return "\n".join(lines)
 
 
 def render_explanations(answers: dict[str, dict]) -> str:

@@ -354,16 +354,16 @@ class Service:
         return self._to_owner(run["task_id"], "task_progress", event)
 
     def result(self, node_id: str, data: Any) -> tuple[dict, list[Message]]:
-        run_id, status, result_data, logs = parse_result(data)
+        run_id, status, result_data, logs, provenance = parse_result(data)
         run = self.store.run_of_node(run_id, node_id)
         if run is None:
             raise NotFound(f"run {run_id} is not a run of node {node_id}")
-        if not self.store.store_result(run["pk"], status, result_data, logs):
+        if not self.store.store_result(run["pk"], status, result_data, logs, provenance):
             return {"ok": True, "duplicate": True}, []
         return {"ok": True, "duplicate": False}, self._to_owner(
             run["task_id"], "task_result",
             {"task_id": run["task_id"], "run_id": run_id, "node_id": node_id, "status": status,
-             "data": result_data, "logs": logs})
+             "data": result_data, "logs": logs, **({"provenance": provenance} if provenance else {})})
 
     def _to_owner(self, task_id: int, event: str, data: dict) -> list[Message]:
         task = self.store.task(task_id)

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS runs (
     task_id INTEGER NOT NULL REFERENCES tasks(id),
     node_id TEXT NOT NULL,
     status TEXT NOT NULL,
-    result TEXT,                      -- JSON {data, logs, status} once reported
+    result TEXT,                      -- JSON {data, logs, status, provenance} once reported
     UNIQUE (run_id, node_id)
 );
 CREATE INDEX IF NOT EXISTS runs_by_task ON runs(task_id);
@@ -165,7 +165,8 @@ class Store:
             self._add_history(run_pk, status, self._clock(), detail)
         return True
 
-    def store_result(self, run_pk: int, status: str, data: Any, logs: Any) -> bool:
+    def store_result(self, run_pk: int, status: str, data: Any, logs: Any,
+                     provenance: dict | None = None) -> bool:
         """Store a run's result once; False (and nothing changed) when it already has one."""
         with self._tx():
             row = self._db.execute("SELECT status, result FROM runs WHERE pk = ?",
@@ -173,7 +174,9 @@ class Store:
             if row is None or row["result"] is not None:
                 return False
             self._db.execute("UPDATE runs SET result = ? WHERE pk = ?",
-                             (json.dumps({"data": data, "logs": logs, "status": status}), run_pk))
+                             (json.dumps({"data": data, "logs": logs, "status": status,
+                                          **({"provenance": provenance} if provenance else {})}),
+                              run_pk))
             if row["status"] not in TERMINAL and row["status"] != status:
                 self._db.execute("UPDATE runs SET status = ? WHERE pk = ?", (status, run_pk))
                 self._add_history(run_pk, status, self._clock(), "result reported")

@@ -202,7 +202,23 @@ def parse_status_change(data: Any) -> tuple[int, str, str | None]:
     return data["run_id"], status, None if detail is None else str(detail)[:4000]
 
 
-def parse_result(data: Any) -> tuple[int, str, Any, Any]:
+MAX_PROVENANCE_BYTES = 64 * 1024
+
+
+def parse_provenance(value: Any) -> dict | None:
+    """A result's provenance (CONTRACTS §2): an object of plain JSON, kept as the node sent it;
+    absent (None) from nodes that do not send one."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest(f"run_result.provenance: expected an object, got {type(value).__name__}")
+    check_plain_json(value, "run_result.provenance")
+    if len(json.dumps(value)) > MAX_PROVENANCE_BYTES:
+        raise BadRequest(f"run_result.provenance: larger than {MAX_PROVENANCE_BYTES} bytes")
+    return value
+
+
+def parse_result(data: Any) -> tuple[int, str, Any, Any, dict | None]:
     if not isinstance(data, dict) or not is_id(data.get("run_id")):
         raise BadRequest("run_result: expected an object with an integer run_id")
     status = data.get("status")
@@ -211,4 +227,5 @@ def parse_result(data: Any) -> tuple[int, str, Any, Any]:
     # checked before anything is stored: bytes in data made the store raise (CONTRACTS §2)
     check_plain_json(data.get("data"), "run_result.data")
     check_plain_json(data.get("logs"), "run_result.logs")
-    return data["run_id"], status, data.get("data"), data.get("logs")
+    return (data["run_id"], status, data.get("data"), data.get("logs"),
+            parse_provenance(data.get("provenance")))

@@ -24,10 +24,14 @@ from node.errors import (ClusterError, NodeError, NotFoundError, OutboxError, Pa
 from node.finishing import Finishing
 from node.jobs import JobOps
 from node.ledger import ACCEPTED, CREATED, FINISHED, Ledger
-from node.manifests import build_job, job_name, recovery_info
+from node import pins
+from node.manifests import CONTAINER_NAME, build_job, job_name, recovery_info
 from node.models import MAX_ID, Result, StatusReport, TaskCommand, TaskStatus, parse_command
 from node.live import NoLive
-from node.objects import slim, slim_item
+from node.objects import JOB_FACTS, slim, slim_item
+from node.pins import pin_key
+from node.policy_view import PolicyView
+from node.provenance import container_facts, image_digest
 from node.proxy_address import ProxyAddress, ProxyServiceError
 from node.runs import Run, ended_by_job, refresh_pods, run_id_of, state_of
 from node.status import WAITING_REASONS, RunState
@@ -63,8 +67,11 @@ def _no_proxy() -> ProxyAddress:
 class Agent:
     def __init__(self, config: NodeConfig, cluster: Cluster, ledger: Ledger,
                  workspace: Workspace, reporter: Any, stop: threading.Event,
-                 live: Any = None, proxy: Callable[[], ProxyAddress] | None = None):
+                 live: Any = None, proxy: Callable[[], ProxyAddress] | None = None,
+                 policies: PolicyView | None = None):
         self.config = config
+        # the jobs namespace's NetworkPolicies (watched), for each run's provenance
+        self.policies = policies
         # the proxy's Service as last read (node.proxy_service); raises ProxyServiceError while
         # it is unknown, and then runs are refused rather than given DNS
         self.proxy = proxy if proxy is not None else _no_proxy
@@ -86,7 +93,7 @@ class Agent:
         self.pool = WorkPool(f.workers, f.queue_size, stop,
                              self.queue.put if f.workers else self._handle, name="finishing")
         self.finishing = Finishing(config, self.jobs, workspace, ledger, reporter, self.live,
-                                   self.pool, self._set_status)
+                                   self.pool, self._set_status, policies)
         self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
 
     # -- inputs (any thread) -------------------------------------------------------------------
@@ -219,12 +226,15 @@ class Agent:
 
     def _start(self, cmd: TaskCommand) -> None:
         run = self._new_run(cmd.run_id, cmd.task_id, cmd.parent_id)
+        run.image = cmd.image
         self.runs[cmd.run_id] = run
         try:
             self.workspace.prepare(cmd)
             job = build_job(cmd, self.config, self.proxy())
             if not self._create_job(run, job):
                 return
+            if self.policies is not None:  # as the pod is created: its provenance (CONTRACTS §2)
+                run.policies = self.policies.selecting(job["spec"]["template"]["metadata"]["labels"])
         except (NodeError, OSError) as e:
             self._finish(run, TaskStatus.START_FAILED, f"could not start: {e}")
             return
@@ -399,7 +409,43 @@ class Agent:
             return
         for pod in run.pods.values():  # the live channel follows pods once they run
             self.live.pod_event(run.run_id, "MODIFIED", pod)
+        if self.config.images.digest == "pin" and not run.pin_checked and self._refused_by_pin(run):
+            return
         self._decide(run)
+
+    def _refused_by_pin(self, run: Run) -> bool:
+        """images.digest pin (node.pins): pin the image's tag on its first run, refuse a run of
+        it with another digest. True: the run was refused (and is ending)."""
+        image = run.image or ((run.job or {}).get(JOB_FACTS) or {}).get("image") or ""
+        key = pin_key(image) if image else None
+        if key is None:
+            run.pin_checked = bool(image)  # a digest reference names its content already
+            return False
+        facts = container_facts(run.pods.values(), CONTAINER_NAME)
+        if facts.image_id is None:
+            return False  # the container does not exist yet
+        digest = image_digest(facts.image_id)
+        if digest is None:
+            run.pin_checked = True
+            self._refuse(run, pins.no_digest(image, facts.image_id))
+            return True
+        try:
+            pin = self.ledger.pin(key, digest, run.run_id)
+        except OutboxError as e:
+            log.error("run %s: cannot read or record the pin of %s (%s); will retry", run.run_id,
+                      key, e)
+            return False
+        run.pin_checked = True
+        if pin.digest == digest:
+            if pin.run_id == run.run_id:
+                log.info("run %s: pinned %s to %s", run.run_id, key, digest)
+            return False
+        self._refuse(run, pins.mismatch(image, pin.digest, pin.run_id, digest))
+        return True
+
+    def _refuse(self, run: Run, message: str) -> None:
+        log.warning("run %s: refused: %s", run.run_id, message)
+        self._finish(run, TaskStatus.NOT_ALLOWED, message)
 
     def _decide(self, run: Run) -> None:
         """Finish the run or report its status, from what the node knows of it now."""

@@ -19,6 +19,7 @@ from node.manifests import build_network_policy, selector_for_node
 from node.proxy_service import ProxyAddress, ProxyResolver, read_proxy_service
 from node.reporting import Reporter
 from node.server_link import ServerLink
+from node.policy_view import KIND as POLICIES, PolicyView
 from node.watching import KINDS, Poller, Watcher
 from node.workspace import Workspace
 
@@ -52,8 +53,10 @@ class NodeApp:
             lambda: retry.call(lambda: read_proxy_service(self.cluster, config),
                                what="read the proxy's Service", stop=self.stop_event),
             self._apply_network_policy, self.stop_event)
+        self.policies = PolicyView(config.kubernetes.jobs_namespace)
         self.agent = Agent(config, self.cluster, self.ledger, self.workspace, self.reporter,
-                           self.stop_event, live=self.live, proxy=self.proxy.current)
+                           self.stop_event, live=self.live, proxy=self.proxy.current,
+                           policies=self.policies)
         selector = selector_for_node(config.node_id)
         c = config.completion
         if c.mode == "poll":
@@ -63,6 +66,9 @@ class NodeApp:
             self.watchers = [Watcher(self.cluster, kind, selector, self.agent.sink,
                                      self.stop_event, int(c.watch_timeout_seconds))
                              for kind in KINDS]
+        # the policies that select each run's pod, for its provenance (any completion mode)
+        self.watchers.append(Watcher(self.cluster, POLICIES, "", self.policies.sink,
+                                     self.stop_event, int(c.watch_timeout_seconds)))
         self.health = HealthServer(config.health.host, config.health.port, self._probe)
 
     # callbacks from the server link (its threads)

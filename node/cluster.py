@@ -128,8 +128,10 @@ PERMISSIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "create_job": (("create", "batch", "jobs"),),
     "get_job": (("get", "batch", "jobs"),),
     "delete_job": (("delete", "batch", "jobs"),),
-    "list_objects": (("list", "batch", "jobs"), ("list", "", "pods")),
-    "watch": (("watch", "batch", "jobs"), ("watch", "", "pods")),
+    "list_objects": (("list", "batch", "jobs"), ("list", "", "pods"),
+                     ("list", "networking.k8s.io", "networkpolicies")),
+    "watch": (("watch", "batch", "jobs"), ("watch", "", "pods"),
+              ("watch", "networking.k8s.io", "networkpolicies")),
     "pod_log": (("get", "", "pods/log"),),
     "pod_events": (("list", "", "events"),),
     "job_events": (("list", "", "events"),),
@@ -188,7 +190,8 @@ class Cluster:
 
     def _list_fn(self, kind: str):
         return {"jobs": self.batch.list_namespaced_job,
-                "pods": self.core.list_namespaced_pod}[kind]
+                "pods": self.core.list_namespaced_pod,
+                "networkpolicies": self.net.list_namespaced_network_policy}[kind]
 
     def watch(self, kind: str, selector: str, resource_version: str,
               timeout_seconds: int, on_response: Callable[[Any], None] | None = None

@@ -77,7 +77,8 @@ class ImagesConfig:
     # fnmatch patterns over the full image reference; empty = nothing allowed.
     allowed: tuple[str, ...] = ()
     # "optional": tags and digests; "required": only name@sha256:<digest> references run, so
-    # what the allow-list lets through cannot change under a mutable tag
+    # what the allow-list lets through cannot change under a mutable tag; "pin": a tag's first
+    # run pins it to the digest that ran, later runs with another digest are refused (node.pins)
     digest: str = "optional"
 
 
@@ -344,7 +345,7 @@ def parse_config(data: object, env: Mapping[str, str] | None = None) -> NodeConf
         for i, pattern in enumerate(allowed):
             if not isinstance(pattern, str) or not pattern.strip():
                 problems.append((f"images.allowed[{i}]", f"must be a non-empty string, got {type_of(pattern)}"))
-    digest = im.get("digest", str, ImagesConfig.digest, check=one_of("optional", "required"))
+    digest = im.get("digest", str, ImagesConfig.digest, check=one_of("optional", "required", "pin"))
     im.finish()
     images = ImagesConfig(allowed=tuple(a for a in allowed or () if isinstance(a, str)),
                           digest=digest or ImagesConfig.digest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from node.config_read import (DNS_LABEL_RE, HOST_RE, HOST_RULE, LABEL_KEY_RE, LABEL_VALUE_RE,
-                              Section, at_least, matches, non_empty, port_number, positive,
+                              Section, at_least, matches, non_empty, one_of, port_number, positive,
                               show_key, type_of)
 
 
@@ -27,6 +27,10 @@ class LiveConfig:
     # who may connect to the sidecars (the NetworkPolicy's only ingress): the node's pods
     node_namespace: str = "v6-node"
     node_pod_labels: dict[str, str] = field(default_factory=lambda: {"app": "v6-node"})
+    # a run whose sidecar's isolation probe failed: "fail" (status failed, output withheld) or
+    # "report" (its status as it ended, the failure in its provenance and logs; for clusters
+    # known to have no isolation, such as the local cluster's host network)
+    on_isolation_failure: str = "fail"
 
 
 def _labels(sec: Section, key: str, default: dict[str, str]) -> dict[str, str]:
@@ -72,6 +76,8 @@ def read_live(sec: Section) -> LiveConfig:
         sidecar_image=sec.get("sidecar_image", str, d.sidecar_image, check=non_empty),
         node_namespace=sec.get("node_namespace", str, d.node_namespace,
                                check=matches(DNS_LABEL_RE, "namespace")),
+        on_isolation_failure=sec.get("on_isolation_failure", str, d.on_isolation_failure,
+                                     check=one_of("fail", "report")),
     )
     labels = _labels(sec, "node_pod_labels", d.node_pod_labels)
     sec.finish()

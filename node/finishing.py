@@ -21,12 +21,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from node import retry
+from node import __version__, retry
 from node.config import NodeConfig
 from node.errors import ClusterError, NodeError, OutboxError
 from node.jobs import JobOps
 from node.ledger import Ledger
-from node.manifests import job_name
+from node.manifests import job_name, node_labels
+from node.pins import pin_key
+from node.policy_view import PolicyView
+from node.provenance import Provenance, isolation_summary
+from node.provenance_run import job_image, provenance_of
 from node.models import Result, TaskStatus
 from node.runs import Run, refresh_pods, state_of
 from node.workpool import WorkPool
@@ -44,18 +48,22 @@ class Gathered:
     detail: str
     logs: str = ""
     data: str = ""
+    provenance: Provenance | None = None
 
     def result(self) -> Result:
         return Result(run_id=self.run.run_id, task_id=self.run.task_id,
                       parent_id=self.run.parent_id, status=self.status.value, data=self.data,
-                      logs=self.logs)
+                      logs=self.logs,
+                      provenance=self.provenance.to_dict() if self.provenance else None)
 
 
 class Finishing:
     def __init__(self, config: NodeConfig, jobs: JobOps, workspace: Workspace, ledger: Ledger,
                  reporter: Any, live: Any, pool: WorkPool,
-                 set_status: Callable[[Run, TaskStatus, str], None]):
+                 set_status: Callable[[Run, TaskStatus, str], None],
+                 policies: PolicyView | None = None):
         self.config = config
+        self.policies = policies
         self.jobs, self.workspace, self.ledger = jobs, workspace, ledger
         self.reporter, self.live, self.pool = reporter, live, pool
         self.set_status = set_status
@@ -154,9 +162,36 @@ class Finishing:
             logs, data = "", ""
             detail = f"{detail}; node error: {type(e).__name__}" if detail else \
                 f"node error: {type(e).__name__}"
+        prov = self._provenance(run)
+        if prov.isolation_failed:
+            what = f"isolation probe failed: {isolation_summary(prov.isolation)}"
+            logs = f"{logs}\n[node] {what}".lstrip("\n")
+            if self.config.live.on_isolation_failure == "fail" and status != TaskStatus.NOT_ALLOWED:
+                status, detail, data = TaskStatus.FAILED, f"{what}; output withheld", ""
+        if status == TaskStatus.NOT_ALLOWED:
+            data = ""  # a refused run's output never leaves the node
         if detail:
             logs = f"{logs}\n[node] {status.value}: {detail}".lstrip("\n")
-        return Gathered(run, status, detail, logs, data)
+        return Gathered(run, status, detail, logs, data, prov)
+
+    def _provenance(self, run: Run) -> Provenance:
+        """Never raises: a piece the node cannot tell is None ("not available")."""
+        try:
+            policies = run.policies
+            if policies is None and self.policies is not None:
+                # adopted after a restart: the policies selecting its pods now
+                labels = node_labels(self.config.node_id)
+                policies = self.policies.selecting(labels)
+            pin = None
+            if self.config.images.digest == "pin":
+                key = pin_key(run.image or job_image(run.job))
+                found = self.ledger.pin_of(key) if key else None
+                pin = found.digest if found else None
+            return provenance_of(run, self.config, policies, self.live.facts(run.run_id), pin)
+        except Exception:  # a bug here must not lose the result
+            log.exception("run %s: could not assemble its provenance", run.run_id)
+            return Provenance(node_id=self.config.node_id, node_version=__version__,
+                              image=run.image)
 
     def _remove(self, run: Run) -> tuple:
         try:

@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS runs (
     command TEXT,             -- the validated command, to create the Job after a crash
     updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS image_pins (
+    image TEXT PRIMARY KEY,   -- the tag as tasks name it (images.digest: pin)
+    digest TEXT NOT NULL,     -- sha256:<hex> the kubelet reported for its first run
+    run_id INTEGER NOT NULL,  -- that first run
+    pinned REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     run_id INTEGER PRIMARY KEY,
     result TEXT NOT NULL,
@@ -55,6 +61,14 @@ class RunRow:
     task_id: int
     state: str
     command: dict | None
+
+
+@dataclass(frozen=True)
+class Pin:
+    image: str
+    digest: str
+    run_id: int
+    pinned: float
 
 
 class Ledger:
@@ -169,6 +183,33 @@ class Ledger:
     def runs_of_task(self, task_id: int) -> list[RunRow]:
         return [_row(r) for r in self._query(
             "SELECT run_id, task_id, state, command FROM runs WHERE task_id=?", (task_id,))]
+
+    # -- image pins (images.digest: pin) ------------------------------------------------------
+    def pin(self, image: str, digest: str, run_id: int) -> Pin:
+        """Pin `image` to `digest` unless it is pinned already; the pin in force either way."""
+        self._tx([("INSERT OR IGNORE INTO image_pins (image, digest, run_id, pinned) "
+                   "VALUES (?,?,?,?)", (image, digest, run_id, time.time()))])
+        pin = self.pin_of(image)
+        assert pin is not None
+        return pin
+
+    def pin_of(self, image: str) -> Pin | None:
+        rows = self._query("SELECT image, digest, run_id, pinned FROM image_pins WHERE image=?",
+                           (image,))
+        return Pin(*rows[0]) if rows else None
+
+    def pins(self) -> list[Pin]:
+        return [Pin(*r) for r in self._query(
+            "SELECT image, digest, run_id, pinned FROM image_pins ORDER BY image")]
+
+    def forget_pin(self, image: str) -> bool:
+        """Drop a pin (the operator accepts the tag's new content); False if there was none."""
+        with self._lock:
+            try:
+                return self._db.execute("DELETE FROM image_pins WHERE image=?",
+                                        (image,)).rowcount > 0
+            except _WRITE_ERRORS as e:
+                raise OutboxError(f"ledger write failed: {e}") from e
 
     # -- outbox ------------------------------------------------------------------------------
     def pending_results(self, limit: int = 50) -> list[dict]:

@@ -89,10 +89,16 @@ class Result:
     status: TaskStatus
     data: str = field(repr=False)
     logs: str = field(repr=False)
+    # what ran and under which isolation (node.provenance; CONTRACTS §2); None for a command
+    # refused before anything ran
+    provenance: dict | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "task_id": self.task_id, "parent_id": self.parent_id,
-                "status": TaskStatus(self.status).value, "data": self.data, "logs": self.logs}
+        out = {"run_id": self.run_id, "task_id": self.task_id, "parent_id": self.parent_id,
+               "status": TaskStatus(self.status).value, "data": self.data, "logs": self.logs}
+        if self.provenance is not None:
+            out["provenance"] = self.provenance
+        return out
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,11 @@ class Run:
     job_events_read: float = 0.0  # monotonic: when the Job's events were last read
     pod_events_read: float = 0.0  # monotonic: when its pods' events were last read
     events_reading: bool = False  # an events read is in the pool: do not ask again meanwhile
+    image: str = ""               # as the task named it ("" for a run adopted after a restart)
+    # the NetworkPolicies selecting its pod when its Job was created (node.policy_view); None:
+    # not known then (adopted after a restart, or the policies not yet listed)
+    policies: list[dict] | None = None
+    pin_checked: bool = False     # images.digest pin: its image's digest was compared or pinned
 
 
 def run_id_of(obj: dict) -> int | None:

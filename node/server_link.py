@@ -19,13 +19,13 @@ from typing import Any, Callable
 
 import socketio
 
+from node import __version__ as VERSION
 from node import retry
 from node.errors import ServerLinkError
 from node.heartbeat import ALIVE, FAILED, SUSPECTED, HeartbeatPolicy, Liveness
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 # Until the node configuration has its own setting (CONTRACTS §2: 5 s, 3 and 6 beats).
 SERVER_HEARTBEAT = HeartbeatPolicy(interval=5.0, suspect_after=3, fail_after=6)
 # How often the session's state is looked at between beats: its disconnect callback may never come.
