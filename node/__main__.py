@@ -1,7 +1,8 @@
 """`python -m node --config FILE`: run the node until SIGTERM or SIGINT.
 
 `python -m node monitor ...` shows the node's runs live; `python -m node explain ...` shows what
-the node would do with a task (verdict, manifests, server dry run); `python -m node sidecar` is the
+the node would do with a task (verdict, manifests, server dry run); `python -m node pins` lists or
+drops image pins (images.digest: pin); `python -m node sidecar` is the
 live-channel sidecar of an algorithm pod (the same as `python -m node.sidecar`).
 """
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["explain"]:
         from node.explain import main as explain_main
         return explain_main(argv[1:])
+    if argv[:1] == ["pins"]:
+        from node.pins import main as pins_main
+        return pins_main(argv[1:])
     if argv[:1] == ["sidecar"]:
         from node.sidecar import main as sidecar_main
         return sidecar_main(argv[1:])

@@ -387,3 +387,6 @@ class NoLive:
 
     def run_finished(self, run_id: int) -> None:
         pass
+
+    def facts(self, run_id: int) -> dict | None:
+        return None

@@ -9,6 +9,8 @@ that window matters, name images by digest (``images.digest: required``).
 """
 from __future__ import annotations
 
+import sys
+
 from node.models import has_digest
 
 
@@ -30,3 +32,40 @@ def mismatch(image: str, pinned: str, pinned_run: int, digest: str) -> str:
 def no_digest(image: str, image_id: str) -> str:
     return (f"image {image}: the kubelet reported no sha256 digest (imageID {image_id!r}), so "
             f"it cannot be pinned (images.digest: pin)")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m node pins --config NODE.yaml [--forget IMAGE]``: the pins in the node's
+    ledger, or drop one (the operator accepts the tag's new content; its next run pins again)."""
+    import argparse
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from node.config import load_config
+    from node.errors import NodeError
+    from node.ledger import Ledger
+
+    parser = argparse.ArgumentParser(prog="python -m node pins", description=main.__doc__)
+    parser.add_argument("--config", required=True, help="node configuration (YAML)")
+    parser.add_argument("--forget", metavar="IMAGE", help="drop the pin of this image")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        ledger = Ledger(Path(config.task_dir) / "node-ledger.sqlite")
+    except NodeError as e:
+        print(f"cannot open the node's ledger: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.forget:
+            key = pin_key(args.forget) or args.forget
+            if not ledger.forget_pin(key):
+                print(f"{key} is not pinned", file=sys.stderr)
+                return 1
+            print(f"forgot the pin of {key}; its next run pins it again")
+            return 0
+        for pin in ledger.pins():
+            when = datetime.fromtimestamp(pin.pinned, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{pin.image}  {pin.digest}  run {pin.run_id}  {when}")
+        return 0
+    finally:
+        ledger.close()

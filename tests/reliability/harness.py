@@ -17,6 +17,7 @@ from node.agent import Agent
 from node.config import parse_config
 from node.errors import ConflictError, NotFoundError
 from node.ledger import Ledger
+from node.objects import slim_item
 from node.proxy_address import ProxyAddress
 from node.workspace import Workspace
 from tests.reliability.payloads import ALLOWED, DATABASES
@@ -56,8 +57,11 @@ class FakeCluster:
     def list_objects(self, kind: str, selector: str) -> tuple[list[dict], str]:
         if kind == "jobs":
             return [copy.deepcopy(j) for j in self.jobs.values()], str(self.rv)
-        # no pods unless a test put some: nothing runs in the fake
-        return [copy.deepcopy(p) for p in self.pods.values()], str(self.rv)
+        # no pods unless a test put some: nothing runs in the fake; equality selectors apply
+        wanted = dict(term.split("=", 1) for term in selector.split(",") if "=" in term)
+        return [copy.deepcopy(p) for p in self.pods.values()
+                if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
+                ], str(self.rv)
 
     def pod_log(self, pod: str, container: str, limit_bytes: int) -> str:
         return ""
@@ -144,7 +148,8 @@ class Harness:
         job["status"] = {"succeeded": 1, "conditions": [
             {"type": "Complete", "status": "True", "reason": "Completed"}]}
         self.cluster.jobs[name] = job
-        self.agent._handle(("event", "jobs", _event("MODIFIED", job)))
+        # as the watcher delivers it: slimmed (node.objects)
+        self.agent._handle(slim_item(("event", "jobs", _event("MODIFIED", job))))
 
     def results(self) -> dict[int, dict]:
         return {r["run_id"]: r for r in self.ledger.pending_results(limit=1_000_000)}
