@@ -187,7 +187,12 @@ class Finishing:
                 key = pin_key(run.image or job_image(run.job))
                 found = self.ledger.pin_of(key) if key else None
                 pin = found.digest if found else None
-            return provenance_of(run, self.config, policies, self.live.facts(run.run_id), pin)
+            try:
+                facts = self.live.facts(run.run_id)
+            except Exception:  # the rest of the record still stands; the probe is "not run"
+                log.exception("run %s: could not read its sidecar's facts", run.run_id)
+                facts = None
+            return provenance_of(run, self.config, policies, facts, pin)
         except Exception:  # a bug here must not lose the result
             log.exception("run %s: could not assemble its provenance", run.run_id)
             return Provenance(node_id=self.config.node_id, node_version=__version__,
