@@ -122,3 +122,76 @@ def test_node_restart_keeps_the_run(target):
     [r] = finished(target, task, timeout=120)
     assert r["status"] == "completed", (r, target.logs())
     assert statuses(r).count("completed") == 1
+
+
+def test_provenance_names_what_ran_and_its_isolation(target):
+    """Issue 16: the digest that ran, the policies' hash, and the sidecar's isolation probe."""
+    task = create(target, "v6-demo/avg", {"method": "avg", "column": "Age"})
+    [r] = finished(target, task)
+    assert r["status"] == "completed", (r, target.logs())
+    p = r["result"]["provenance"]
+    assert p["node_id"] == target.node_ids[0] and p["image"] == "v6-demo/avg"
+    assert p["image_digest"] and p["image_digest"].startswith("sha256:"), p
+    if target.name == "docker":  # the engine's own id of the image that ran
+        assert p["image_digest"] == docker_image_id("v6-demo/avg")
+    assert p["job_spec_sha256"] and p["network_policies_sha256"], p
+    assert any(pol["name"].startswith("v6-") for pol in p["network_policies"]), p
+    assert p["exit_code"] == 0
+    outcome = p["isolation"]["outcome"]
+    if target.network_isolation:
+        assert outcome == "passed", p["isolation"]
+        names = [c["name"] for c in p["isolation"]["checks"]]
+        assert "proxy" in names and "dns" in names and any(n.startswith("blocked") for n in names)
+    else:  # the host's network: the probe ran and says what it found, reported, not hidden
+        assert outcome in ("passed", "failed"), p["isolation"]
+        if outcome == "failed":
+            assert "isolation probe failed" in r["result"]["logs"]
+
+
+def docker_image_id(ref: str) -> str:
+    from localcluster.runtime.docker_client import SyncDocker, q
+    return SyncDocker().request("GET", f"/images/{q(ref)}/json")["Id"]
+
+
+def docker_build(tag: str, revision: str) -> str:
+    """A new image under `tag`: v6-demo/avg with one label more (a new id, no new layer)."""
+    import subprocess
+    done = subprocess.run(["docker", "build", "-q", "-t", tag, "-"], text=True,
+                          input=f"FROM v6-demo/avg\nLABEL v6.test.revision={revision}\n",
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return docker_image_id(tag)
+
+
+# The node is restarted twice (pin on, then off again): new processes, handed to the target.
+@pytest.mark.allow_leftovers
+def test_pin_on_first_use_refuses_a_rebuilt_tag(target):
+    if target.name != "docker":
+        pytest.skip("needs images built here (docker mode): a tag rebuilt to new content")
+    import subprocess
+
+    import yaml
+    tag = "v6-demo/pin-check:1"
+    original = target.core.read_namespaced_config_map("v6-node-config", "v6-node").data["node.yaml"]
+    config = yaml.safe_load(original)
+    config["images"]["digest"] = "pin"
+    try:
+        first = docker_build(tag, "1")
+        target.core.patch_namespaced_config_map("v6-node-config", "v6-node",
+                                                {"data": {"node.yaml": yaml.safe_dump(config)}})
+        target.restart_node(target.node_ids[0])
+        [r] = finished(target, create(target, tag, {"method": "avg", "column": "Age"}))
+        assert r["status"] == "completed", (r, target.logs())
+        assert r["result"]["provenance"]["pin"] == first == r["result"]["provenance"]["image_digest"]
+
+        second = docker_build(tag, "2")
+        assert second != first
+        [r] = finished(target, create(target, tag, {"method": "avg", "column": "Age"}))
+        assert r["status"] == "not allowed", (r, target.logs())
+        assert first in r["result"]["logs"] and second in r["result"]["logs"], r["result"]["logs"]
+        assert r["result"]["data"] == ""
+    finally:
+        target.core.patch_namespaced_config_map("v6-node-config", "v6-node",
+                                                {"data": {"node.yaml": original}})
+        target.restart_node(target.node_ids[0])
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
