@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from node.config_read import (DNS_LABEL_RE, HOST_RE, HOST_RULE, LABEL_KEY_RE, LABEL_VALUE_RE,
                               Section, at_least, matches, non_empty, one_of, port_number, positive,
                               show_key, type_of)
+from node.isolation_probe import parse_address
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class LiveConfig:
     # "report" (its status as it ended, the failure in its provenance and logs; for clusters
     # known to have no isolation, such as the local cluster's host network)
     on_isolation_failure: str = "fail"
+    # the sidecar checks from inside each pod that the proxy answers and that DNS and the
+    # addresses below (with the server's and the API server's) cannot be reached (CONTRACTS §9)
+    isolation_probe: bool = True
+    probe_blocked: tuple[str, ...] = ()  # more "host:port" the pods must not reach
 
 
 def _labels(sec: Section, key: str, default: dict[str, str]) -> dict[str, str]:
@@ -50,6 +55,35 @@ def _labels(sec: Section, key: str, default: dict[str, str]) -> dict[str, str]:
         else:
             out[k] = v
     return out
+
+
+def _addresses(sec: Section, key: str) -> tuple[str, ...]:
+    raw = sec.get(key, list, [])
+    out = []
+    for i, item in enumerate(raw or []):
+        problem = _address_problem(item)
+        if problem:
+            sec.problem(f"{key}[{i}]", problem)
+        else:
+            out.append(item)
+    if len(out) > MAX_PROBE_BLOCKED:
+        sec.problem(key, f"at most {MAX_PROBE_BLOCKED} addresses, got {len(out)}")
+    return tuple(out)
+
+
+MAX_PROBE_BLOCKED = 12  # the sidecar checks 16 at most, the server's and the API's among them
+
+
+def _address_problem(item: object) -> str | None:
+    if not isinstance(item, str):
+        return f"must be a host:port text, got {type_of(item)}"
+    try:
+        host, _ = parse_address(item)
+    except ValueError as e:
+        return str(e)
+    if "," in host or HOST_RE.fullmatch(host) is None and ":" not in host:
+        return f"{show_key(item)!r}: {HOST_RULE}"
+    return None
 
 
 MAX_SOCKETS_RANGE = (16, 1 << 20)  # libzmq allocates its socket table for the maximum at once
@@ -80,6 +114,8 @@ def read_live(sec: Section) -> LiveConfig:
                                      check=one_of("fail", "report")),
     )
     labels = _labels(sec, "node_pod_labels", d.node_pod_labels)
+    values["isolation_probe"] = sec.get("isolation_probe", bool, d.isolation_probe)
+    values["probe_blocked"] = _addresses(sec, "probe_blocked")
     sec.finish()
     if values["pub_port"] is not None and values["pub_port"] == values["rep_port"]:
         sec.problem("rep_port", "must differ from live.pub_port")

@@ -15,6 +15,7 @@ connect to the node.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -36,6 +37,9 @@ LOOP_INTERVAL = 0.05
 # After its pod stops running, a sidecar is followed at most this long (or 2 intervals if more)
 # for the algorithm's last lines; its "stopped" heartbeat, sent after them, ends this early.
 DRAIN_SECONDS = 3.0
+# How long `facts` waits for a followed run's final facts (the sidecar sends them when the
+# algorithm ended; its pod ends only once the node has them, so they are normally in already).
+FACTS_WAIT = DRAIN_SECONDS
 
 
 def pod_address(pod: dict) -> str | None:
@@ -72,6 +76,12 @@ class LiveManager:
         self.pub: zmq.Socket | None = None
         self.pub_port: int | None = None
         self.stop_event = threading.Event()
+        # the sidecars' facts (isolation probe, resource use), read by the finishing workers:
+        # latest facts per run; runs whose final facts came; runs followed (more may come)
+        self._facts: dict[int, dict] = {}
+        self._final: set[int] = set()
+        self._followed: set[int] = set()
+        self._facts_cv = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="live", daemon=True)
 
     # -- inputs (any thread) ---------------------------------------------------------------
@@ -91,6 +101,23 @@ class LiveManager:
         if self.stop_event.is_set():
             return
         self.inbox.put(("finished", run_id))
+
+    def facts(self, run_id: int, wait: float = FACTS_WAIT) -> dict | None:
+        """What the run's sidecar reported (``{"isolation", "usage"}``, either may be absent),
+        or None when nothing came. Waits up to ``wait`` seconds for the final facts of a run
+        whose sidecar is still followed; called from the finishing workers."""
+        deadline = time.monotonic() + wait
+        with self._facts_cv:
+            while (run_id in self._followed and run_id not in self._final
+                   and not self.stop_event.is_set()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.debug("run %s: its sidecar's final facts did not come in %gs", run_id,
+                              wait)
+                    break
+                self._facts_cv.wait(min(left, 0.5))  # 0.5: a stop is noticed within that
+            found = self._facts.get(run_id)
+            return copy.deepcopy(found) if found is not None else None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -191,6 +218,7 @@ class LiveManager:
                     if name == run.pod and run.sub is None:  # never followed: nothing to fetch
                         self.sockets.unfollow(run)
                         run.health = "ended"
+                        self._facts_over(run.run_id)
                     elif name == run.pod and run.drain_until is None:
                         self._drain(run)
                 elif run.ip != ip or run.pod != name:
@@ -227,6 +255,8 @@ class LiveManager:
         run.liveness = Liveness.start(self.policy, self.clock(),
                                       grace=self.policy.interval * self.policy.suspect_after)
         run.health = "alive"
+        with self._facts_cv:
+            self._followed.add(run.run_id)
         run.want_ping, run.ping_retry = True, 0.0  # replay what came before the SUB joined
         log.info("run %s: following its sidecar at %s", run.run_id, ip)
         self._publish(str(run.run_id), F.HEALTH, {"state": "alive", "connected": ip})
@@ -245,6 +275,11 @@ class LiveManager:
     def _forget(self, run: LiveRun) -> None:
         self.sockets.unfollow(run)
         self.runs.pop(run.run_id, None)
+        with self._facts_cv:
+            self._facts.pop(run.run_id, None)
+            self._final.discard(run.run_id)
+            self._followed.discard(run.run_id)
+            self._facts_cv.notify_all()
         self._publish(str(run.run_id), F.STATE, {**run.view(time.time()), "gone": True})
 
     def _read_sub(self, run: LiveRun) -> None:
@@ -279,6 +314,8 @@ class LiveManager:
                     # a ping that shows the node has them all, then exits
                     run.stopped = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
                     run.want_ping = True
+            elif kind == F.FACTS:
+                self._store_facts(run, body)
             elif kind == F.LOG:
                 message = body.get("message")
                 if isinstance(message, str):
@@ -309,6 +346,8 @@ class LiveManager:
                     run.want_ping = run.seq > before  # a lost history must not loop pings)
                 elif run.stopped is None or body.get("state") == "stopped":
                     run.want_ping = False  # it has nothing more: needs met by this pong
+            if "facts" in body:
+                self._store_facts(run, body["facts"])
         self.sockets.answered(run)
 
     def _housekeeping(self, run: LiveRun, now: float) -> None:
@@ -316,6 +355,7 @@ class LiveManager:
                 now >= run.drain_until or (self._complete(run) and not run.want_ping)):
             self.sockets.unfollow(run)
             run.health = "ended"
+            self._facts_over(run.run_id)
         if run.finished and run.sub is None:
             self._forget(run)
             return
@@ -329,6 +369,26 @@ class LiveManager:
                 if changed == SUSPECTED:
                     run.want_ping = True  # its SUB may be what is silent: ask before failing
                 self._health(run, changed)
+
+    def _store_facts(self, run: LiveRun, body: object) -> None:
+        facts = F.facts_body(body)
+        if facts is None:
+            log.debug("run %s: malformed facts from its sidecar", run.run_id)
+            return
+        if not facts:
+            return
+        with self._facts_cv:
+            merged = self._facts[run.run_id] = {**self._facts.get(run.run_id, {}), **facts}
+            if "usage" in facts:  # sent when the algorithm ended: nothing comes after
+                self._final.add(run.run_id)
+            self._facts_cv.notify_all()
+        self._publish(str(run.run_id), F.FACTS, merged)
+
+    def _facts_over(self, run_id: int) -> None:
+        """The run's sidecar is no longer followed: no more facts will come."""
+        with self._facts_cv:
+            self._followed.discard(run_id)
+            self._facts_cv.notify_all()
 
     def _beat(self, run: LiveRun) -> None:
         if run.liveness is not None:
@@ -388,5 +448,5 @@ class NoLive:
     def run_finished(self, run_id: int) -> None:
         pass
 
-    def facts(self, run_id: int) -> dict | None:
+    def facts(self, run_id: int, wait: float = 0.0) -> dict | None:
         return None

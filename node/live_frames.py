@@ -15,6 +15,7 @@ HEARTBEAT = "heartbeat"
 PING = "ping"
 PONG = "pong"
 ERROR = "error"
+FACTS = "facts"  # the sidecar's isolation probe outcome and the pod's resource use
 # node PUB only
 HEALTH = "health"
 STATE = "state"
@@ -27,6 +28,9 @@ MAX_LINE_BYTES = 4096
 MAX_MESSAGE_CHARS = 500
 MAX_REPLAY = 50          # progress events a pong carries at most
 MAX_FRAME_BYTES = MAX_BODY_BYTES + 64  # for ZMQ_MAXMSGSIZE on receiving sockets
+MAX_CHECKS = 32          # isolation checks a facts body carries at most
+MAX_FACT_CHARS = 200     # names, details and reasons in a facts body
+OUTCOMES = ("passed", "failed", "not run", "unfinished")
 
 
 class FrameError(ValueError):
@@ -94,3 +98,63 @@ def progress_event(body: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(at, bool) or not isinstance(at, (int, float, type(None))):
         at = None
     return {"seq": seq, "progress": fraction, "message": message[:MAX_MESSAGE_CHARS], "time": at}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value >= 0
+
+
+def _text(value: Any) -> str | None:
+    return value[:MAX_FACT_CHARS] if isinstance(value, str) else None
+
+
+def _isolation(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, dict) or raw.get("outcome") not in OUTCOMES:
+        return None
+    checks = raw.get("checks", [])
+    if not isinstance(checks, list) or len(checks) > MAX_CHECKS:
+        return None
+    out_checks = []
+    for c in checks:
+        if not isinstance(c, dict) or not isinstance(c.get("ok"), bool):
+            return None
+        name, detail = _text(c.get("name")), _text(c.get("detail", ""))
+        if name is None or detail is None:
+            return None
+        out_checks.append({"name": name, "ok": c["ok"], "detail": detail})
+    out: dict[str, Any] = {"outcome": raw["outcome"], "checks": out_checks}
+    if _number(raw.get("seconds")):
+        out["seconds"] = raw["seconds"]
+    if (detail := _text(raw.get("detail"))) is not None:
+        out["detail"] = detail
+    return out
+
+
+def _usage(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("available"), bool):
+        return None
+    if not raw["available"]:
+        reason = _text(raw.get("reason", ""))
+        return None if reason is None else {"available": False, "reason": reason}
+    cpu, peak = raw.get("cpu_seconds"), raw.get("memory_peak_bytes")
+    if raw.get("scope") != "pod" or not _number(cpu):
+        return None
+    if peak is not None and (not isinstance(peak, int) or isinstance(peak, bool) or peak < 0):
+        return None
+    return {"available": True, "scope": "pod", "cpu_seconds": cpu, "memory_peak_bytes": peak}
+
+
+def facts_body(body: Any) -> dict[str, Any] | None:
+    """A received facts body (a ``facts`` frame, or a pong's ``facts``), checked and cut down to
+    the known keys; ``{}`` when it holds none yet; None when malformed."""
+    if not isinstance(body, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key, check in (("isolation", _isolation), ("usage", _usage)):
+        if key in body:
+            value = check(body[key])
+            if value is None:
+                return None
+            out[key] = value
+    return out

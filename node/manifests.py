@@ -19,6 +19,7 @@ import json
 import posixpath
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from node.companion import add_service
 from node.config import FILE_DATABASE_TYPES, NodeConfig, env_suffix
@@ -213,6 +214,22 @@ def _restricted() -> dict[str, Any]:
     }
 
 
+def probe_env(config: NodeConfig) -> list[dict[str, str]]:
+    """The isolation probe's settings (`node.isolation_probe`): the proxy by the name the
+    algorithm uses, and what the pod must not reach: the server directly (only the proxy may)
+    and the operator's list; the sidecar adds the API server (KUBERNETES_SERVICE_HOST)."""
+    if not config.live.isolation_probe:
+        return [{"name": "PROBE_ISOLATION", "value": "0"}]
+    server = urlsplit(config.server_url)
+    port = server.port or (443 if server.scheme == "https" else 80)
+    blocked = [f"[{server.hostname}]:{port}" if ":" in (server.hostname or "")
+               else f"{server.hostname}:{port}", *config.live.probe_blocked]
+    return [{"name": "PROBE_ISOLATION", "value": "1"},
+            {"name": "PROXY_HOST", "value": config.proxy.host},
+            {"name": "PROXY_PORT", "value": str(config.proxy.port)},
+            {"name": "PROBE_BLOCKED", "value": ",".join(dict.fromkeys(blocked))}]
+
+
 def build_sidecar(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
     """The live-channel sidecar: a native sidecar (init container, restartPolicy Always), so it
     starts before the algorithm and is stopped after it, without holding the Job open."""
@@ -224,6 +241,7 @@ def build_sidecar(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         {"name": "LIVE_REP_PORT", "value": str(live.rep_port)},
         {"name": "LIVE_HEARTBEAT_SECONDS", "value": f"{live.heartbeat_seconds:g}"},
         {"name": "PROGRESS_FILE", "value": PROGRESS_FILE},
+        *probe_env(config),
     ]
     return {
         "name": SIDECAR_NAME,

@@ -26,9 +26,17 @@ import time
 
 import zmq
 
+from node.cgroup_usage import unavailable
+from node.isolation_probe import not_run
 from node.sidecar import Sidecar, SidecarError, SidecarSettings
 
 log = logging.getLogger("localcluster.runtime.fake_sidecars")
+# fake pods share this process and the host's network: no pod network to probe, no pod cgroup
+FAKE_ISOLATION = not_run("the local cluster's fake runtime has no pod network to probe")
+
+
+def FAKE_USAGE() -> dict:
+    return unavailable("the local cluster's fake runtime runs no pod")
 
 TAIL_INTERVAL = 0.2  # progress files are read less often than by one sidecar: there are many
 BEAT_SLACK = 0.01  # heartbeats due this close together go out in one pass
@@ -100,7 +108,7 @@ class Host:
         if cid in self.hosted:
             return
         try:
-            sidecar = Sidecar(SidecarSettings.from_env(env), self.ctx)
+            sidecar = Sidecar(SidecarSettings.from_env(env), self.ctx, usage=FAKE_USAGE)
         except SidecarError as e:
             self.reply("failed", cid, json.dumps(f"cannot start: {e}"))
             return
@@ -108,6 +116,7 @@ class Host:
         self.by_rep[sidecar.rep] = h
         self.poller.register(sidecar.rep, zmq.POLLIN)
         sidecar.announce()
+        sidecar.set_isolation(FAKE_ISOLATION)  # for start_probe(): nothing here to probe
         sidecar.heartbeat()  # as run() does at once
         self.schedule(h, time.monotonic())
         log.debug("run %s: live channel on %s (pub %d, rep %d)", sidecar.s.run_id,
