@@ -222,8 +222,10 @@ def probe_env(config: NodeConfig) -> list[dict[str, str]]:
         return [{"name": "PROBE_ISOLATION", "value": "0"}]
     server = urlsplit(config.server_url)
     port = server.port or (443 if server.scheme == "https" else 80)
-    blocked = [f"[{server.hostname}]:{port}" if ":" in (server.hostname or "")
-               else f"{server.hostname}:{port}", *config.live.probe_blocked]
+    host = server.hostname or ""
+    # a server on loopback is the node's own: in the pod, loopback is the pod itself
+    blocked = [] if _is_loopback(host) else [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    blocked += config.live.probe_blocked
     return [{"name": "PROBE_ISOLATION", "value": "1"},
             {"name": "PROXY_HOST", "value": config.proxy.host},
             {"name": "PROXY_PORT", "value": str(config.proxy.port)},
@@ -261,6 +263,15 @@ def build_sidecar(cmd: TaskCommand, config: NodeConfig) -> dict[str, Any]:
         "resources": {k: dict(v) for k, v in SIDECAR_RESOURCES.items()},
         "securityContext": _restricted(),
     }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_ip(host: str) -> bool:

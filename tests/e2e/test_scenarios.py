@@ -137,9 +137,28 @@ def test_provenance_names_what_ran_and_its_isolation(target):
     assert p["job_spec_sha256"] and p["network_policies_sha256"], p
     assert any(pol["name"].startswith("v6-") for pol in p["network_policies"]), p
     assert p["exit_code"] == 0
-    # the sidecar's isolation probe is not built yet: said so, never passed without a probe
-    assert p["isolation"]["outcome"] == "not run" and p["isolation"]["detail"], p["isolation"]
-    assert p["usage"]["available"] is False and p["usage"]["reason"], p["usage"]
+    isolation = p["isolation"]
+    if pods_isolated(target):  # the sidecar probed from inside the pod, and every check held
+        assert isolation["outcome"] == "passed", (isolation, target.logs())
+        names = [c["name"] for c in isolation["checks"]]
+        assert names[0] == "proxy" and names[-1] == "dns", names
+        # at least the API server (KUBERNETES_SERVICE_HOST); the server too, unless on loopback
+        assert any(n.startswith("blocked ") for n in names), names
+        assert all(c["ok"] and c["detail"] for c in isolation["checks"]), isolation
+    else:  # pods on the host's network: no probe, and said so, never "passed"
+        assert isolation["outcome"] == "not run" and isolation["detail"], isolation
+    usage = p["usage"]
+    if usage["available"]:  # the pod's cgroup was visible to the sidecar
+        assert usage["scope"] == "pod" and usage["cpu_seconds"] > 0, usage
+    else:
+        assert usage["reason"], usage
+
+
+def pods_isolated(target) -> bool:
+    """Algorithm pods have a network of their own (else the stand-in runs them on the host's)."""
+    if target.network_isolation:
+        return True
+    return target.name == "local" and target.stack.network.get("mode") == "isolated"
 
 
 def docker_image_id(ref: str) -> str:

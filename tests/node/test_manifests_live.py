@@ -73,3 +73,47 @@ def test_the_network_policy_lets_only_the_node_reach_the_sidecar_ports():
                   "podSelector": {"matchLabels": {"app": "v6-node", "v6.node-id": "node-a"}}}],
         "ports": [{"protocol": "TCP", "port": 6001}, {"protocol": "TCP", "port": 6002}]}]
     kubernetes_validate.validate(policy, "1.30", strict=True)
+
+
+def _probe_env(**over):
+    config = make_config(live={**LIVE, **over.pop("live", {})}, **over)
+    spec = build_job(parse_command(prototype(), config), config, PROXY)["spec"]["template"]["spec"]
+    return {e["name"]: e.get("value") for e in spec["initContainers"][0]["env"]}, config
+
+
+def test_the_sidecar_probes_the_proxy_by_the_algorithms_name_and_the_server_as_blocked():
+    env, config = _probe_env(server_url="https://v6-server.v6-server.svc:8443/api",
+                             live={"probe_blocked": ["10.1.2.3:5432", "[fd00::1]:443"]})
+    assert env["PROBE_ISOLATION"] == "1"
+    # the same name and port the algorithm is given (HOST, PORT), found through hostAliases
+    assert (env["PROXY_HOST"], env["PROXY_PORT"]) == (config.proxy.host, str(config.proxy.port))
+    assert env["PROBE_BLOCKED"] == "v6-server.v6-server.svc:8443,10.1.2.3:5432,[fd00::1]:443"
+    env, _ = _probe_env(server_url="https://server.example")
+    assert env["PROBE_BLOCKED"] == "server.example:443"  # the scheme's port when none is given
+
+
+def test_a_server_on_loopback_is_not_probed_from_the_pod():
+    # in the pod, 127.0.0.1 is the pod itself: "refused" there would prove nothing
+    env, _ = _probe_env(server_url="http://127.0.0.1:5000")
+    assert env["PROBE_BLOCKED"] == ""
+    env, _ = _probe_env(server_url="http://localhost:5000", live={"probe_blocked": ["10.0.0.1:1"]})
+    assert env["PROBE_BLOCKED"] == "10.0.0.1:1"
+
+
+def test_the_probe_can_be_turned_off():
+    env, _ = _probe_env(live={"isolation_probe": False})
+    assert env["PROBE_ISOLATION"] == "0"
+    assert not {"PROXY_HOST", "PROXY_PORT", "PROBE_BLOCKED"} & set(env)
+
+
+def test_bad_probe_addresses_are_refused_with_the_entry_named():
+    import pytest
+
+    from node.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        make_config(live={"probe_blocked": ["10.0.0.1", "fd00::1:80", "h:99999", 5, "a,b:1",
+                                            "ok.example:80"]})
+    keys = [k for k, _ in e.value.problems]
+    assert keys == [f"live.probe_blocked[{i}]" for i in range(5)], e.value.problems
+    with pytest.raises(ConfigError, match="at most 12"):
+        make_config(live={"probe_blocked": [f"10.0.0.{i}:80" for i in range(13)]})
