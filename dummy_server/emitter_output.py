@@ -48,7 +48,8 @@ def render_provenance(run_id: int, p: dict) -> str:
     """What ran for one run, and under which isolation (CONTRACTS §2 provenance)."""
     isolation = p.get("isolation") or {}
     outcome = str(isolation.get("outcome", "not given"))
-    checks = ", ".join(f"{c.get('name')}: {'ok' if c.get('ok') else 'FAILED'}"
+    checks = ", ".join(f"{c.get('name')}: ok" if c.get("ok") else
+                       f"{c.get('name')}: FAILED ({c.get('detail') or 'no detail'})"
                        for c in isolation.get("checks") or [])
     policies = p.get("network_policies") or []
     lines = [

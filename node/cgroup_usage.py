@@ -39,6 +39,8 @@ def read_usage(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> dic
         lines = proc_cgroup.read_text().splitlines()
     except OSError as e:
         return unavailable(f"cannot read {proc_cgroup}: {e.strerror or e}")
+    except UnicodeDecodeError:
+        return unavailable(f"{proc_cgroup} is not text")
     try:
         return _read(root, parse_proc_cgroup(lines))
     except Unavailable as e:
@@ -121,11 +123,13 @@ def _text(path: Path) -> str:
         return path.read_text()
     except OSError as e:
         raise Unavailable(f"cannot read {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise Unavailable(f"{path} is not text") from e
 
 
 def _int(path: Path) -> int:
     text = _text(path).strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdecimal()):
         raise Unavailable(f"{path} does not hold a number: {text[:20]!r}")
     return int(text)
 
@@ -142,6 +146,6 @@ def _optional_int(path: Path) -> int | None:
 def _stat_field(path: Path, key: str) -> int:
     for line in _text(path).splitlines():
         name, _, value = line.partition(" ")
-        if name == key and value.strip().isdigit():
+        if name == key and value.strip().isascii() and value.strip().isdecimal():
             return int(value)
     raise Unavailable(f"{path} has no {key}")

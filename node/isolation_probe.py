@@ -72,9 +72,14 @@ def parse_address(text: str) -> tuple[str, int]:
         ipaddress.IPv6Address(host)  # ValueError when not one
     elif ":" in host:
         raise ValueError(f"{text[:60]!r}: an IPv6 address needs brackets: [addr]:port")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not _is_number(port_text) or not 0 < int(port_text) < 65536:
         raise ValueError(f"{text[:60]!r}: {port_text[:10]!r} is not a port number")
     return host, int(port_text)
+
+
+def _is_number(text: str) -> bool:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses
+    return text.isascii() and text.isdecimal()
 
 
 def check(name: str, ok: bool, detail: str) -> dict[str, Any]:
@@ -148,7 +153,7 @@ def check_proxy(host: str, port_text: str, timeout: float = DEFAULT_TIMEOUT,
     if not host:
         return check("proxy", False, "no proxy address given")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not _is_number(port_text) or not 0 < int(port_text) < 65536:
         return check("proxy", False, f"PROXY_PORT is not a port number: {port_text[:10]!r}")
     where = join_address(host, port_text)
     deadline = time.monotonic() + timeout
@@ -194,6 +199,8 @@ def check_blocked(address: str, timeout: float = DEFAULT_TIMEOUT,
         return check(name, True, "no answer (timed out)")
     except ConnectionRefusedError:
         return check(name, True, "refused")
+    except UnicodeError:  # a name the resolver cannot even encode (a label over 63 chars)
+        return check(name, True, "the name cannot be looked up")
     except OSError as e:
         return check(name, True, _error(e))
     sock.close()

@@ -59,6 +59,14 @@ def test_the_result_names_the_job_policies_and_image_that_ran(shared_stack):
     assert named[ours["metadata"]["name"]] == canonical_hash(ours["spec"])
     assert p["network_policies_sha256"]
     assert p["exit_code"] == 0 and p["started_at"] and p["finished_at"]
+    isolation = p["isolation"]
+    if shared_stack.network.get("mode") == "isolated":  # the pod's own netns: probed, and held
+        assert isolation["outcome"] == "passed", isolation
+        assert [c["name"] for c in isolation["checks"]][::len(isolation["checks"]) - 1] == \
+            ["proxy", "dns"], isolation
+    else:  # the host's network: the stack turns the probe off, and the run says so
+        assert isolation == {"outcome": "not run", "checks": [],
+                             "detail": "turned off (live.isolation_probe: false)"}, isolation
 
     # the emitter prints it
     out = subprocess.run(
@@ -68,3 +76,4 @@ def test_the_result_names_the_job_policies_and_image_that_ran(shared_stack):
     assert out.returncode == 0, out.stderr
     assert f"run {run_id} provenance" in out.stdout
     assert p["image_digest"] in out.stdout and p["network_policies_sha256"] in out.stdout
+    assert f"isolation      {isolation['outcome']}" in out.stdout

@@ -214,10 +214,7 @@ def test_v2_missing_cpu_stat_is_unavailable(root, proc):
     assert "cpu.stat" in result["reason"]
 
 
-# BUG: read_usage is documented to never raise, but it catches only OSError around file reads
-# (and ints are checked with str.isdigit()): bytes that are not UTF-8 in cpu.stat, memory.peak
-# or /proc/self/cgroup raise UnicodeDecodeError, and a digit int() rejects ("²", isdigit() True)
-# raises ValueError, out of read_usage.
+# read_usage never raises: not even for bytes that are not text, or a digit int() refuses ("²")
 @pytest.mark.parametrize("where, content", [
     ("cpu.stat", b"usage_usec \xff\xfe\n"),
     ("memory.peak", b"\xff\xfe\n"),

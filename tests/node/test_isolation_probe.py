@@ -196,9 +196,7 @@ def test_parse_address_message_does_not_echo_a_huge_text():
     assert len(str(info.value)) < 200
 
 
-# BUG: parse_address (and check_proxy) test ports with str.isdigit(), which is True for digits
-# int() does not take ("²", "³"): parse_address("host:²") raises int()'s "invalid literal"
-# ValueError instead of its own "is not a port number" message. (str.isdecimal() would fit.)
+# "²" is a digit to str.isdigit() that int() does not take: the port message, not int()'s
 def test_parse_address_superscript_digit_port_gets_the_port_message():
     with pytest.raises(ValueError, match="is not a port number"):
         parse_address("example.test:\u00b2")
@@ -334,9 +332,7 @@ def test_check_proxy_bad_port_text_fails_the_check(port_text):
     assert "PROXY_PORT" in result["detail"]
 
 
-# BUG: check_proxy accepts the port with str.isdigit() and then calls int(), so a PROXY_PORT
-# such as "²" (isdigit() is True, int() fails) makes check_proxy raise ValueError instead of
-# returning a failed check. (run_probe's _run_one still turns it into a failed check.)
+# a PROXY_PORT such as "²" fails the check; it does not raise out of check_proxy
 def test_check_proxy_superscript_digit_port_fails_the_check_without_raising():
     result = check_proxy("127.0.0.1", "\u00b2", TIMEOUT, forbid_resolve)
     assert result["ok"] is False
@@ -413,11 +409,8 @@ def test_check_blocked_name_is_bounded():
     assert result["name"] == f"blocked {address[:80]}"
 
 
-# BUG: the real resolver (socket.getaddrinfo) raises UnicodeError, not socket.gaierror, for a
-# name it cannot IDNA-encode (a label over 63 characters). check_proxy and check_dns catch
-# UnicodeError; check_blocked does not, so it raises instead of returning a check (a name that
-# cannot be looked up cannot be reached: it should count as blocked, like gaierror). Under
-# run_probe the exception becomes a failed "blocked" check, so the whole probe fails.
+# the real resolver raises UnicodeError, not gaierror, for a name it cannot IDNA-encode (a
+# label over 63 characters): a name that cannot be looked up cannot be reached either
 def test_check_blocked_unencodable_name_counts_as_blocked():
     long_label = "a" * 64
     with pytest.raises(UnicodeError):     # what socket.getaddrinfo does with such a name
