@@ -266,3 +266,103 @@ def test_pins_command_lists_and_forgets(tmp_path):
     again = pins("--forget", "v6-demo/avg")
     assert again.returncode == 1 and "not pinned" in again.stderr
     assert pins().stdout == ""
+
+
+# --- the sidecar's isolation probe, as Finishing acts on it -----------------------------------
+
+class SidecarFacts:
+    """The live channel's side Finishing reads: what each run's sidecar reported."""
+
+    def __init__(self) -> None:
+        self.by_run: dict[int, dict] = {}
+
+    def facts(self, run_id: int, wait: float = 0.0) -> dict | None:
+        return self.by_run.get(run_id)
+
+    def run_status(self, *a) -> None: ...
+    def pod_event(self, *a) -> None: ...
+    def run_finished(self, *a) -> None: ...
+
+
+def probed(reachable: bool) -> dict:
+    """A real probe's outcome from this process: the proxy a loopback HTTP answer, and a
+    "blocked" address that is a listening loopback socket (reachable) or a closed port."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from node.isolation_probe import ProbeSettings, run_probe
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        port = listener.getsockname()[1] if reachable else closed_port
+        settings = ProbeSettings(proxy_host="127.0.0.1", proxy_port=str(server.server_port),
+                                 blocked=(f"127.0.0.1:{port}",), dns_name="no.such.name.test",
+                                 timeout=1.0)
+
+        def resolve(host, *a, **kw):  # nothing is ever looked up for real
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return run_probe(settings, resolve=resolve)
+    finally:
+        listener.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("policy", ["fail", "report"])
+def test_a_run_whose_probe_failed_is_never_plain_success(tmp_path, policy):
+    h = Harness(tmp_path, live={"enabled": True, "on_isolation_failure": policy})
+    try:
+        side = h.agent.finishing.live = SidecarFacts()
+        outcome = probed(reachable=True)
+        assert outcome["outcome"] == "failed"
+        side.by_run[5] = {"isolation": outcome}
+        start(h, 5)
+        seen(h, "pods", pod_of(5, "pod-succeeded", HEX))
+        h.complete(5, output="the algorithm's answer")
+        r = h.results()[5]
+        assert r["provenance"]["isolation"] == outcome
+        assert "[node] isolation probe failed: blocked 127.0.0.1:" in r["logs"]
+        assert "connected" in r["logs"]
+        if policy == "fail":
+            assert r["status"] == "failed" and r["data"] == ""  # output withheld
+        else:
+            assert r["status"] == "completed" and r["data"] == "the algorithm's answer"
+    finally:
+        h.close()
+
+
+def test_a_run_whose_probe_passed_says_so_with_its_checks(tmp_path):
+    h = Harness(tmp_path, live={"enabled": True})
+    try:
+        side = h.agent.finishing.live = SidecarFacts()
+        outcome = probed(reachable=False)
+        assert outcome["outcome"] == "passed"
+        usage = {"available": True, "scope": "pod", "cpu_seconds": 0.5, "memory_peak_bytes": 1 << 20}
+        side.by_run[6] = {"isolation": outcome, "usage": usage}
+        start(h, 6)
+        seen(h, "pods", pod_of(6, "pod-succeeded", HEX))
+        h.complete(6, output="ok")
+        r = h.results()[6]
+        assert r["status"] == "completed" and r["data"] == "ok"
+        assert r["provenance"]["isolation"] == outcome and r["provenance"]["usage"] == usage
+        names = [c["name"] for c in outcome["checks"]]
+        assert names[0] == "proxy" and names[1].startswith("blocked 127.0.0.1:") and names[2] == "dns"
+        assert "isolation probe failed" not in r["logs"]
+    finally:
+        h.close()
