@@ -34,6 +34,11 @@ from node.manifests import SIDECAR_NAME
 log = logging.getLogger(__name__)
 
 LOOP_INTERVAL = 0.05
+# Every followed run is looked at (liveness, ping time-outs, drain ends) once per pass: a
+# quarter heartbeat interval, at most PASS_MAX. The runs with input, or touched by an input
+# method, are handled at once in between. At 5,000 runs a pass every LOOP_INTERVAL was most of
+# the live thread's CPU, and a quarter interval is finer than anything a pass decides.
+PASS_MAX = 0.25
 # After its pod stops running, a sidecar is followed at most this long (or 2 intervals if more)
 # for the algorithm's last lines; its "stopped" heartbeat, sent after them, ends this early.
 DRAIN_SECONDS = 3.0
@@ -76,6 +81,8 @@ class LiveManager:
         self.pub: zmq.Socket | None = None
         self.pub_port: int | None = None
         self.stop_event = threading.Event()
+        self.pass_interval = max(LOOP_INTERVAL, min(PASS_MAX, self.policy.interval / 4))
+        self._dirty: set[int] = set()  # runs to look at in this turn, not only at the next pass
         # the sidecars' facts (isolation probe, resource use), read by the finishing workers:
         # latest facts per run; runs whose final facts came; runs followed (more may come)
         self._facts: dict[int, dict] = {}
@@ -155,12 +162,17 @@ class LiveManager:
                     self.stop_event.wait(LOOP_INTERVAL)
                     ready = {}
                 now = self.clock()
-                # the runs with input are read (and kept) at once; every run only each
-                # LOOP_INTERVAL: with 1,000 sidecars beating, a pass over all on every wake-up
-                # was most of this thread's time
+                # the runs with input, or touched by an input method, are handled at once;
+                # every run only once per pass (pass_interval): with 1,000 sidecars beating, a
+                # pass over all on every wake-up was most of this thread's time
                 woken = {id(r): r for r in map(self.sockets.owners.get, ready) if r is not None}
+                for run_id in self._dirty:
+                    run = self.runs.get(run_id)
+                    if run is not None:
+                        woken[id(run)] = run
+                self._dirty.clear()
                 if now >= next_pass:
-                    next_pass = now + LOOP_INTERVAL
+                    next_pass = now + self.pass_interval
                     due = list(self.runs.values())
                 else:
                     due = list(woken.values())
@@ -200,6 +212,7 @@ class LiveManager:
             except queue.Empty:
                 return
             kind, run_id = item[0], item[1]
+            self._dirty.add(run_id)  # its pings and drain are due now, not at the next pass
             if kind == "status":
                 run = self.runs.setdefault(run_id, LiveRun(run_id))
                 run.task_id = item[2]
@@ -270,6 +283,7 @@ class LiveManager:
             self._connect(run, run.pod, run.ip)
             if run.sub is None:
                 break
+            self._dirty.add(run.run_id)  # its first ping goes out now
         self.sockets.settle(all_followed=all(r.sub is not None for r in waiting))
 
     def _forget(self, run: LiveRun) -> None:

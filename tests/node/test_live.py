@@ -412,3 +412,31 @@ def test_a_sidecar_that_said_it_stopped_is_not_flagged_while_its_pod_ends(progre
     silent_until = time.monotonic() + 0.6
     until(lambda: time.monotonic() >= silent_until, what="a silence past fail_after")
     assert "suspected" not in node.health() and "failed" not in node.health()
+
+
+def test_between_passes_a_run_touched_by_an_input_is_handled_at_once(progress_file, sidecars):
+    """With the clock frozen, the pass over every run comes once and never again: what the node
+    still does (follow the pod, ping for the replay, drain at the end) comes from the run being
+    touched (pod_event, run_finished) or from its sockets' input."""
+    side = sidecars(progress_file)
+    report(progress_file, (0.1, "before the node followed"))
+    until(lambda: side.sidecar.seq == 1)
+    emitted: list[dict] = []
+    cfg = LiveConfig(enabled=True, pub_port=side.sidecar.pub_port,
+                     rep_port=side.sidecar.rep_port, heartbeat_seconds=1.0,
+                     node_pub_host="127.0.0.1", node_pub_port=0)
+    live = LiveManager(cfg, "node-a", lambda e, d: emitted.append(d) or True, clock=lambda: 100.0)
+    assert live.pass_interval == 0.25  # a quarter heartbeat interval
+    live.start()
+    try:
+        live.run_status(RUN, 70, "active")
+        live.pod_event(RUN, "MODIFIED", running_pod())
+        until(lambda: [d["seq"] for d in emitted] == [1], what="the replay, from the first ping")
+        report(progress_file, (1.0, "last"))
+        side.stop()  # its "stopped" heartbeat: the node pings for the last line, then drains
+        assert side.sidecar.drained
+        live.run_finished(RUN)
+        until(lambda: RUN not in live.runs, what="the run forgotten")
+        assert [d["seq"] for d in emitted] == [1, 2]
+    finally:
+        live.stop()
