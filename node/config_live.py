@@ -81,7 +81,7 @@ def _address_problem(item: object) -> str | None:
         host, _ = parse_address(item)
     except ValueError as e:
         return str(e)
-    if "," in host or HOST_RE.fullmatch(host) is None and ":" not in host:
+    if ":" not in host and HOST_RE.fullmatch(host) is None:  # an IPv6 one parse_address checked
         return f"{show_key(item)!r}: {HOST_RULE}"
     return None
 

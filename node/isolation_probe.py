@@ -72,14 +72,14 @@ def parse_address(text: str) -> tuple[str, int]:
         ipaddress.IPv6Address(host)  # ValueError when not one
     elif ":" in host:
         raise ValueError(f"{text[:60]!r}: an IPv6 address needs brackets: [addr]:port")
-    if not _is_number(port_text) or not 0 < int(port_text) < 65536:
+    if not is_port(port_text):
         raise ValueError(f"{text[:60]!r}: {port_text[:10]!r} is not a port number")
     return host, int(port_text)
 
 
-def _is_number(text: str) -> bool:
+def is_port(text: str) -> bool:
     # isdecimal, not isdigit: "²" is a digit that int() refuses
-    return text.isascii() and text.isdecimal()
+    return text.isascii() and text.isdecimal() and 0 < int(text) < 65536
 
 
 def check(name: str, ok: bool, detail: str) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def check_proxy(host: str, port_text: str, timeout: float = DEFAULT_TIMEOUT,
     if not host:
         return check("proxy", False, "no proxy address given")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not _is_number(port_text) or not 0 < int(port_text) < 65536:
+    if not is_port(port_text):
         return check("proxy", False, f"PROXY_PORT is not a port number: {port_text[:10]!r}")
     where = join_address(host, port_text)
     deadline = time.monotonic() + timeout

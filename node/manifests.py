@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from node.companion import add_service
 from node.config import FILE_DATABASE_TYPES, NodeConfig, env_suffix
 from node.errors import RecoveryError
+from node.isolation_probe import join_address
 from node.models import MAX_ID, TaskCommand
 from node.proxy_address import ProxyAddress
 
@@ -224,7 +225,7 @@ def probe_env(config: NodeConfig) -> list[dict[str, str]]:
     port = server.port or (443 if server.scheme == "https" else 80)
     host = server.hostname or ""
     # a server on loopback is the node's own: in the pod, loopback is the pod itself
-    blocked = [] if _is_loopback(host) else [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    blocked = [] if _is_loopback(host) else [join_address(host, port)]
     blocked += config.live.probe_blocked
     return [{"name": "PROBE_ISOLATION", "value": "1"},
             {"name": "PROXY_HOST", "value": config.proxy.host},
