@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -225,6 +226,7 @@ async def _serve_with(settings: ServeSettings, kc_path: Path, network) -> int:
     server = f"{'https' if tls else 'http'}://{settings.host}:{port}"
     kubeconfig.write(kc_path, server, api.token, ca_pem=tls.ca_pem if tls else None)
     log.info("serving the Kubernetes API on %s (state in %s)", server, settings.state_dir)
+    _tune_gc()
     await stop.wait()
     log.info("stopping")
     if controllers is not None:
@@ -285,6 +287,21 @@ def _cleanup_docker() -> list[str]:
     from localcluster.network.docker_firewall import cleanup_host_guards
     from localcluster.runtime.docker import cleanup_leftovers as cleanup_docker
     return cleanup_docker() + cleanup_host_guards()
+
+
+# The store holds every object, its history and its watch events as dicts: at 1,000 pods, a
+# million objects the cyclic collector walked on each full collection (0.26 s each, 12 % of the
+# stand-in's CPU in the scale benchmark). Its data makes no reference cycles to speak of, so the
+# collector runs rarely; reference counting frees the rest as before.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def _tune_gc() -> None:
+    """Keep what start-up made (modules, schemas) out of every later collection, and collect
+    less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def main(argv: list[str] | None = None) -> int:
