@@ -76,22 +76,6 @@ class Watch:
         # stand-in's time with 1,000 pods ending
         return event_type, obj
 
-    def take_ready(self, limit: int) -> list[tuple[str, dict]]:
-        """Up to limit events already queued, without waiting, as __anext__ gives them."""
-        out: list[tuple[str, dict]] = []
-        while len(out) < limit:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if item is _CLOSED:
-                self._queue.put_nowait(_CLOSED)
-                break
-            out.append(item)
-        if out:
-            self.resource_version = out[-1][1]["metadata"]["resourceVersion"]
-        return out
-
     def get_nowait(self) -> tuple[str, dict] | None:
         """The next queued event or None (for synchronous tests)."""
         try:

@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 1800.0  # the real API server's min-request-timeout
 BOOKMARK_INTERVAL = 60.0
-WRITE_BATCH = 64  # most events one write of a watch carries
 _LIVENESS = 5.0  # how often an idle watch checks that its client is still there
 
 
@@ -95,13 +94,8 @@ async def serve_watch(request: web.Request, store: Store, faults: Faults, target
                 continue
             except StopAsyncIteration:
                 break  # the store closed the watch (shutdown)
-            # events already queued go out in the same write: one TLS record and drain per
-            # batch, not per event (a burst of 1,000 pods ending is ~5,000 events)
-            batch = [(event_type, obj), *watch.take_ready(WRITE_BATCH - 1)]
-            if cut_after is not None:
-                batch = batch[:max(1, cut_after - sent)]
-            await resp.write(b"".join(_line(t, o) for t, o in batch))
-            sent += len(batch)
+            await resp.write(_line(event_type, obj))
+            sent += 1
         await resp.write_eof()
     except ConnectionResetError:
         pass  # the client went away

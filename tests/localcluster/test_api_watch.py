@@ -152,17 +152,3 @@ def test_a_streaming_list_is_refused_as_by_a_1_30_server(api, namespace):
             auth_settings=["BearerToken"], _preload_content=False)
     assert e.value.status == 422
     assert "sendInitialEvents is forbidden" in json.loads(e.value.body)["message"]
-
-
-def test_a_burst_larger_than_one_write_arrives_whole_and_in_order(api, namespace):
-    """Queued events leave in batched writes (watching.WRITE_BATCH); none may be lost,
-    repeated or reordered, and each line stays one event."""
-    from localcluster.apiserver.watching import WRITE_BATCH
-    core, _, _ = api
-    rv = core.list_namespaced_config_map(namespace).metadata.resource_version
-    n = WRITE_BATCH * 3 + 5
-    for i in range(n):
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": f"c{i}"}})
-    events = collect(core.list_namespaced_config_map, namespace, resource_version=rv,
-                     timeout_seconds=1)
-    assert events == [("ADDED", f"c{i}") for i in range(n)]
