@@ -72,14 +72,21 @@ def parse_address(text: str) -> tuple[str, int]:
         ipaddress.IPv6Address(host)  # ValueError when not one
     elif ":" in host:
         raise ValueError(f"{text[:60]!r}: an IPv6 address needs brackets: [addr]:port")
-    if not is_port(port_text):
+    port = port_number(port_text)
+    if port is None:
         raise ValueError(f"{text[:60]!r}: {port_text[:10]!r} is not a port number")
-    return host, int(port_text)
+    return host, port
 
 
-def is_port(text: str) -> bool:
-    # isdecimal, not isdigit: "²" is a digit that int() refuses
-    return text.isascii() and text.isdecimal() and 0 < int(text) < 65536
+def port_number(text: str) -> int | None:
+    """The port a decimal string names (1-65535), or None."""
+    # isdecimal, not isdigit: "²" is a digit that int() refuses; at most 5 significant digits,
+    # as int() refuses strings of more than 4,300 digits with a message about itself
+    digits = text.lstrip("0")
+    if not (text.isascii() and text.isdecimal() and len(digits) <= 5):
+        return None
+    port = int(digits or "0")
+    return port if 0 < port < 65536 else None
 
 
 def check(name: str, ok: bool, detail: str) -> dict[str, Any]:
@@ -153,12 +160,13 @@ def check_proxy(host: str, port_text: str, timeout: float = DEFAULT_TIMEOUT,
     if not host:
         return check("proxy", False, "no proxy address given")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not is_port(port_text):
+    port = port_number(port_text)
+    if port is None:
         return check("proxy", False, f"PROXY_PORT is not a port number: {port_text[:10]!r}")
     where = join_address(host, port_text)
     deadline = time.monotonic() + timeout
     try:
-        with _connect(host, int(port_text), deadline, resolve) as sock:
+        with _connect(host, port, deadline, resolve) as sock:
             request = (f"GET /health HTTP/1.1\r\nHost: {where}\r\nConnection: close\r\n\r\n")
             sock.sendall(request.encode("ascii", "replace"))
             line = _status_line(sock, deadline)

@@ -197,6 +197,13 @@ def test_parse_address_message_does_not_echo_a_huge_text():
 
 
 # "²" is a digit to str.isdigit() that int() does not take: the port message, not int()'s
+def test_parse_address_port_of_5000_digits_gets_the_port_message():
+    # int() refuses strings past 4,300 digits with a message of its own
+    with pytest.raises(ValueError, match="is not a port number"):
+        parse_address("example.test:" + "9" * 5000)
+    assert parse_address("example.test:" + "0" * 5000 + "80") == ("example.test", 80)
+
+
 def test_parse_address_superscript_digit_port_gets_the_port_message():
     with pytest.raises(ValueError, match="is not a port number"):
         parse_address("example.test:\u00b2")
